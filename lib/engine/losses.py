@@ -1,0 +1,65 @@
+"""The training step's forward pass and losses (METHOD.md section 8), shared by training and validation.
+
+Training never runs Shape Inverse or PR-C: the body is known (ground-truth betas), the root rotation is zeroed and
+the network sees the ground-truth joints. MixIK's mesh is compared with the ground-truth mesh.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lib.engine.metrics import mpve
+from lib.kinematics.tree import KinematicTree
+from lib.models.body_model import BodyModel
+from lib.solver.analytic_ik import solve_rotations
+from lib.solver.twist import part_phis, phi_per_joint
+
+
+@dataclass
+class StepOutput:
+    loss: Tensor
+    terms: dict[str, Tensor]        # scalar loss terms (weighted sum = loss)
+    mixik_mpve: Tensor              # (B,) mm
+    analyik_mpve: Tensor | None     # (B,) mm, only when asked for
+
+
+def root_zeroed(pose: Tensor) -> Tensor:
+    """(B, P, 3) axis-angle with the root rotation set to zero."""
+    pose = pose.clone()
+    pose[:, 0] = 0.0
+    return pose
+
+
+def training_step(tree: KinematicTree, body_model: BodyModel, network, batch: dict, weights: dict[str, float],
+                  with_analyik: bool = False) -> StepOutput:
+    """Ground truth -> network twists -> MixIK -> mesh; losses PHI / THETA / VERT weighted by ``weights``."""
+    betas = batch["betas"]
+    truth = body_model(root_zeroed(batch["pose"]), betas)
+    root = tree.root
+    rest = truth.joints_t - truth.joints_t[:, root:root + 1]
+    target = truth.joints - truth.joints[:, root:root + 1]
+
+    phi_true = part_phis(tree, batch["twist_angle"])
+    phi_pred = network(target, betas[:, :10])
+    rotmats = solve_rotations(tree, rest, target, phi_per_joint(tree, phi_pred))
+    vertices = body_model(rotmats, betas).vertices
+
+    terms = {"phi": sum(F.mse_loss(pred, true) for pred, true in zip(phi_pred, phi_true))}
+    if weights.get("theta", 0.0) > 0:
+        with torch.no_grad():
+            oracle = solve_rotations(tree, rest, target, phi_per_joint(tree, phi_true))
+        terms["theta"] = sum(F.mse_loss(rotmats[:, list(p.twist_joints)], oracle[:, list(p.twist_joints)])
+                             for p in tree.parts)
+    vertex_error = (vertices - truth.vertices).norm(dim=-1)
+    terms["vert"] = vertex_error.mean()
+    loss = sum(weights.get(name, 0.0) * value for name, value in terms.items())
+
+    analyik = None
+    if with_analyik:
+        with torch.no_grad():
+            analytic = body_model(solve_rotations(tree, rest, target), betas).vertices
+            analyik = mpve(analytic, truth.vertices)
+    return StepOutput(loss, terms, vertex_error.detach().mean(dim=1) * 1000.0, analyik)

@@ -1,0 +1,37 @@
+"""Evaluation run from a config: build everything, evaluate the DATASET_EVAL db, print the table, write JSON."""
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch.utils.data import DataLoader
+from yacs.config import CfgNode
+
+from lib.core.config import resolve_path
+from lib.engine.build import (build_body_model, build_network, build_solver, configure_cudnn, seed_everything,
+                              select_device)
+from lib.engine.data import eval_dataset
+from lib.engine.evaluator import evaluate, format_table, results_record, write_record
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_from_config(cfg: CfgNode) -> dict:
+    device = select_device(cfg.DEVICE)
+    seed_everything(cfg.SEED_VALUE)
+    configure_cudnn(cfg)
+    body_model = build_body_model(cfg, device)
+    solver = build_solver(cfg, body_model)
+    network = build_network(cfg, device, cfg.MODEL.PRETRAINED) if cfg.MODEL.PRETRAINED else None
+
+    dataset = eval_dataset(cfg)
+    if cfg.EVAL.MAX_SAMPLES:
+        dataset = torch.utils.data.Subset(dataset, range(min(cfg.EVAL.MAX_SAMPLES, len(dataset))))
+    loader = DataLoader(dataset, batch_size=cfg.TRAIN.BATCH_SIZE, shuffle=False, num_workers=cfg.NUM_WORKERS)
+    means = evaluate(body_model, solver, loader, device, network, oracle_on_refined=cfg.EVAL.ORACLE_ON_REFINED,
+                     desc=f"eval {cfg.TRAIN.DATASET_EVAL}")
+    record = results_record(cfg.TRAIN.DATASET_EVAL, cfg.BODY, means)
+    print(format_table(record))
+    path = write_record(record, resolve_path(cfg.OUTPUT_DIR))
+    print(f"wrote {path}")
+    return record

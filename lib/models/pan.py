@@ -1,0 +1,207 @@
+"""Part-aware Network (PAN, METHOD.md section 7): one small MLP per body part predicting twist angles as (cos, sin).
+
+Each part reads its own joints (root-relative positions, flattened) and the first 10 betas and predicts the twist
+of its ``twist_joints``:
+
+    pos  = pos_emd(joints[part.joints].flatten())   Linear(n_j*3 -> H-64),  BatchNorm1d, PReLU, Dropout(0.2)
+    beta = beta_emd(betas[:10])                     Linear(10 -> H-192),    BatchNorm1d, PReLU, Dropout(0.2)
+    x    = cat(pos, beta)                           width 2H-256, which is H only for H = 256
+    phi  = block(x)                                 3 x ResidualBlock(H), then Linear(H -> n_twist*2)
+    phi  = phi.view(n_twist, 2) / (|phi| + 1e-8)    unit (cos, sin) per twist joint
+
+Module attribute names follow the official checkpoint so that its ``gen_state_dict`` loads without a key map:
+``<part>_rf_net.upose_upd_net.{pos_emd,beta_emd,block}.*`` (e.g. ``leg_rf_net.upose_upd_net.pos_emd.0.weight``,
+``arm_rf_net.upose_upd_net.block.1.block.4.bias``, ``spine_rf_net.upose_upd_net.block.3.weight``). The class names
+say what each piece is; the attribute names are only the checkpoint's spelling.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from lib.kinematics.tree import KinematicTree, Part
+
+SUPPORTED_EMBED_DIM = 256
+PHI_EPS = 1e-8  # added to |phi| before dividing, as the reference: keeps an all-zero output finite
+
+
+def check_embed_dim(embed_dim: int) -> None:
+    """Reject hidden widths for which the concatenated embedding (H-64)+(H-192) does not match the blocks' width H."""
+    if embed_dim != SUPPORTED_EMBED_DIM:
+        raise ValueError(
+            f"MODEL.MLP.EMBED_DIM={embed_dim}: the Part-aware Network concatenates widths (H-64)+(H-192) = 2H-256, "
+            f"which equals the residual blocks' width H only for H={SUPPORTED_EMBED_DIM}; set it to "
+            f"{SUPPORTED_EMBED_DIM}")
+
+
+def normalize_phi(phi: Tensor, eps: float = PHI_EPS) -> Tensor:
+    """Scale (cos, sin) pairs ``(..., 2)`` to unit length: ``phi / (|phi| + eps)``."""
+    return phi / (phi.norm(dim=-1, keepdim=True) + eps)
+
+
+def _dense(n_in: int, n_out: int, dropout: float) -> list[nn.Module]:
+    """Linear, BatchNorm1d, PReLU, Dropout: the network's basic layer (indices 0-3 in the checkpoint)."""
+    return [nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out), nn.PReLU(), nn.Dropout(dropout)]
+
+
+class ResidualBlock(nn.Module):
+    """``x + block(x)`` with ``block`` = two dense layers of width H (checkpoint indices 0-2 and 4-6 are weighted)."""
+
+    def __init__(self, width: int, dropout: float):
+        super().__init__()
+        self.block = nn.Sequential(*_dense(width, width, dropout), *_dense(width, width, dropout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x)
+
+
+class PartTwistMLP(nn.Module):
+    """One part's twist regressor: (part joints, betas) -> unit (cos, sin) per twist joint.
+
+    Args:
+        num_joints: joints the part reads (n_j).
+        num_twists: twist joints the part predicts (n_twist).
+        embed_dim: hidden width H (only 256 is consistent, see :func:`check_embed_dim`).
+        num_betas: betas fed to the network (10).
+        dropout: dropout probability after every dense layer (0.2).
+    """
+
+    def __init__(self, num_joints: int, num_twists: int, embed_dim: int = SUPPORTED_EMBED_DIM,
+                 num_betas: int = 10, dropout: float = 0.2):
+        super().__init__()
+        check_embed_dim(embed_dim)
+        self.num_joints, self.num_twists, self.num_betas = num_joints, num_twists, num_betas
+        self.pos_emd = nn.Sequential(*_dense(num_joints * 3, embed_dim - 64, dropout))
+        self.beta_emd = nn.Sequential(*_dense(num_betas, embed_dim - 192, dropout))
+        self.block = nn.Sequential(*(ResidualBlock(embed_dim, dropout) for _ in range(3)),
+                                   nn.Linear(embed_dim, num_twists * 2))
+
+    def forward(self, part_joints: Tensor, betas: Tensor) -> Tensor:
+        """``part_joints`` (B, n_j, 3), ``betas`` (B, num_betas) -> (B, n_twist, 2) unit (cos, sin)."""
+        x = torch.cat([self.pos_emd(part_joints.flatten(1)), self.beta_emd(betas)], dim=1)
+        return normalize_phi(self.block(x).view(-1, self.num_twists, 2))
+
+
+class PartBranch(nn.Module):
+    """A part of the network: picks the part's joints out of the full skeleton and runs its :class:`PartTwistMLP`.
+
+    The MLP sits under the attribute ``upose_upd_net`` because that is where the official checkpoint keeps it.
+    """
+
+    def __init__(self, part: Part, mlp: PartTwistMLP):
+        super().__init__()
+        self.part = part
+        self.upose_upd_net = mlp
+        # Not persistent: the official state dict has no such key; it follows the module across devices.
+        self.register_buffer("joint_index", torch.tensor(part.joints, dtype=torch.long), persistent=False)
+
+    @property
+    def mlp(self) -> PartTwistMLP:
+        return self.upose_upd_net
+
+    def forward(self, joints: Tensor, betas: Tensor) -> Tensor:
+        """``joints`` (B, J, 3) full skeleton, ``betas`` (B, num_betas) -> (B, n_twist, 2)."""
+        return self.upose_upd_net(joints.index_select(1, self.joint_index), betas)
+
+
+def branch_name(part: Part) -> str:
+    """Attribute (and checkpoint key prefix) of a part's branch: ``leg`` -> ``leg_rf_net``."""
+    return f"{part.name}_rf_net"
+
+
+class PartAwareNetwork(nn.Module):
+    """The Part-aware Network over a kinematic tree: one :class:`PartBranch` per ``tree.parts`` entry.
+
+    SMPL_TREE gives ``leg_rf_net``, ``spine_rf_net``, ``arm_rf_net``; SMPLX_TREE adds ``lhand_rf_net`` and
+    ``rhand_rf_net``: the state dict has exactly the official checkpoint's keys.
+
+    ``forward`` returns one tensor per part in ``tree.parts`` order. (The official SMPL-X network returns three:
+    leg, spine and ``cat([arm, lhand, rhand], dim=1)``; the per-part list here carries the same values, and
+    :func:`flatten_twists` places them by twist joint, so no caller depends on that grouping.)
+
+    Args:
+        tree: the body model's kinematic tree (``SMPL_TREE`` or ``SMPLX_TREE``).
+        embed_dim: hidden width H, ``MODEL.MLP.EMBED_DIM`` (only 256).
+        num_betas: betas read by every part (10; extra columns, e.g. the kid beta, are ignored).
+        dropout: dropout probability (0.2).
+    """
+
+    def __init__(self, tree: KinematicTree, embed_dim: int = SUPPORTED_EMBED_DIM, num_betas: int = 10,
+                 dropout: float = 0.2):
+        super().__init__()
+        check_embed_dim(embed_dim)
+        _check_disjoint_twists(tree)
+        self.tree = tree
+        self.num_betas = num_betas
+        for part in tree.parts:
+            mlp = PartTwistMLP(len(part.joints), len(part.twist_joints), embed_dim, num_betas, dropout)
+            self.add_module(branch_name(part), PartBranch(part, mlp))
+
+    def branch(self, part: Part | str) -> PartBranch:
+        """The branch of a part, by :class:`Part` or by name."""
+        name = part if isinstance(part, str) else part.name
+        return getattr(self, f"{name}_rf_net")
+
+    def forward(self, joints: Tensor, betas: Tensor) -> list[Tensor]:
+        """Predict every part's twists.
+
+        Args:
+            joints: (B, J, 3) joint positions in the tree's slots (J = ``tree.num_joints``: 24 SMPL, 76 SMPL-X),
+                root-relative. The root is subtracted here as well, which changes nothing for root-relative input.
+            betas: (B, >= num_betas) shape parameters; the first ``num_betas`` are used.
+
+        Returns:
+            One (B, n_twist_part, 2) tensor of unit (cos, sin) per part, in ``tree.parts`` order; row k belongs to
+            ``part.twist_joints[k]``.
+        """
+        J = self.tree.num_joints
+        if joints.dim() != 3 or joints.shape[1] != J or joints.shape[2] != 3:
+            raise ValueError(f"joints must have shape (B, {J}, 3) for the {self.tree.name} tree, "
+                             f"got {tuple(joints.shape)}")
+        B = joints.shape[0]
+        if betas.dim() != 2 or betas.shape[0] != B or betas.shape[1] < self.num_betas:
+            raise ValueError(f"betas must have shape ({B}, >={self.num_betas}) to match joints, "
+                             f"got {tuple(betas.shape)}")
+        joints = joints - joints[:, self.tree.root:self.tree.root + 1]
+        betas = betas[:, :self.num_betas]
+        return [self.branch(part)(joints, betas) for part in self.tree.parts]
+
+
+def _check_disjoint_twists(tree: KinematicTree) -> None:
+    seen: set[int] = set()
+    for part in tree.parts:
+        shared = seen.intersection(part.twist_joints)
+        if shared:
+            raise ValueError(f"{tree.name}: part {part.name} predicts twists of joints {sorted(shared)} that an "
+                             "earlier part already predicts")
+        seen.update(part.twist_joints)
+
+
+def flatten_twists(tree: KinematicTree, part_outputs: Sequence[Tensor]) -> Tensor:
+    """Place per-part (cos, sin) predictions into one twist vector.
+
+    Args:
+        tree: the tree the outputs were predicted for.
+        part_outputs: one (B, n_twist_part, 2) tensor per ``tree.parts`` entry, in order (``PartAwareNetwork``
+            output).
+
+    Returns:
+        (B, tree.num_twists, 2): row ``j - 1`` holds the twist of joint j; joints no part predicts get the identity
+        twist (cos 1, sin 0). Differentiable with respect to the inputs.
+    """
+    if len(part_outputs) != len(tree.parts):
+        raise ValueError(f"expected {len(tree.parts)} part outputs for the {tree.name} tree "
+                         f"({', '.join(p.name for p in tree.parts)}), got {len(part_outputs)}")
+    B = part_outputs[0].shape[0]
+    for part, phi in zip(tree.parts, part_outputs):
+        if phi.shape != (B, len(part.twist_joints), 2):
+            raise ValueError(f"part {part.name}: expected shape ({B}, {len(part.twist_joints)}, 2), "
+                             f"got {tuple(phi.shape)}")
+    phi = torch.cat(list(part_outputs), dim=1)
+    index = torch.tensor([i for part in tree.parts for i in part.twist_indices], dtype=torch.long,
+                         device=phi.device)
+    identity = phi.new_zeros(B, tree.num_twists, 2)
+    identity[..., 0] = 1.0
+    return identity.index_copy(1, index, phi)

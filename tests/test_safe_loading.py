@@ -1,0 +1,400 @@
+"""Body-model files are read without running code from them: allow-listed unpickling and allow_pickle=False npz."""
+from __future__ import annotations
+
+import codecs
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse
+import torch
+
+with warnings.catch_warnings():  # chumpy imports a deprecated scipy path
+    warnings.simplefilter('ignore', DeprecationWarning)
+    import chumpy
+
+from lib.models.body_model import load_body_model_data
+from lib.models.safe_pickle import UnsafePickleError, loads_pickle
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def published_style_data(seed: int = 0) -> tuple[dict, dict]:
+    """(what a published SMPL pickle holds: chumpy Ch, scipy csc, strings; the plain arrays it should load as)."""
+    rng = np.random.default_rng(seed)
+    regressor = rng.uniform(size=(24, 40)) * (rng.uniform(size=(24, 40)) < 0.2)
+    plain = {
+        'v_template': rng.normal(size=(40, 3)),
+        'shapedirs': rng.normal(size=(40, 3, 10)),
+        'posedirs': rng.normal(size=(40, 3, 207)),
+        'J_regressor': regressor,
+        'weights': rng.uniform(size=(40, 24)),
+        'kintree_table': np.array([[2**32 - 1] + list(range(23)), list(range(24))], dtype=np.int64),
+        'f': rng.integers(0, 40, size=(30, 3)).astype(np.uint32),
+        'J': rng.normal(size=(24, 3)),
+    }
+    published = dict(plain, bs_type='lrotmin', bs_style='lbs', pose_training_info={'lambda': 1.0})
+    for key in ('v_template', 'shapedirs', 'posedirs', 'J'):
+        published[key] = chumpy.array(plain[key])
+    published['J_regressor'] = scipy.sparse.csc_matrix(regressor)
+    return published, plain
+
+
+def write(path: Path, payload: bytes) -> Path:
+    path.write_bytes(payload)
+    return path
+
+
+def assert_refused(path: Path, *fragments: str) -> str:
+    """Loading `path` raises a ValueError that names the file and contains each fragment."""
+    with pytest.raises(ValueError) as error:
+        load_body_model_data(path)
+    message = str(error.value)
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Benign files
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('protocol', [0, 1, 2, 5])
+def test_published_style_pickle_loads_as_plain_arrays(tmp_path, protocol):
+    published, plain = published_style_data()
+    path = write(tmp_path / 'SMPL_NEUTRAL.pkl', pickle.dumps(published, protocol=protocol))
+    loaded = load_body_model_data(path)
+    assert set(loaded) == set(plain)  # strings and the nested dict are dropped
+    for key, expected in plain.items():
+        assert type(loaded[key]) is np.ndarray and loaded[key].dtype == expected.dtype, key
+        np.testing.assert_array_equal(loaded[key], expected, err_msg=key)
+
+
+def test_csr_matrix_and_old_scipy_path_load():
+    dense = np.array([[0.0, 1.5, 0.0], [2.0, 0.0, 3.0]])
+    payload = pickle.dumps({'J_regressor': scipy.sparse.csr_matrix(dense)}, protocol=2)
+    np.testing.assert_array_equal(loads_pickle(payload)['J_regressor'], dense)
+    old_path = pickle.dumps({'J_regressor': scipy.sparse.csc_matrix(dense)}, protocol=2).replace(
+        b'scipy.sparse._csc\n', b'scipy.sparse.csc\n')
+    np.testing.assert_array_equal(loads_pickle(old_path)['J_regressor'], dense)
+
+
+class _Python2Pickle:
+    """Writes protocol-2 pickles the way Python 2 with numpy 1 / chumpy / old scipy did (byte strings as str)."""
+
+    def __init__(self):
+        self.out = bytearray(pickle.PROTO + b'\x02')
+
+    def op(self, *chunks: bytes) -> '_Python2Pickle':
+        for chunk in chunks:
+            self.out += chunk
+        return self
+
+    def glob(self, module: str, name: str):
+        return self.op(pickle.GLOBAL, f'{module}\n{name}\n'.encode())
+
+    def string(self, text: bytes):
+        return self.op(pickle.BINSTRING, struct.pack('<i', len(text)), text)
+
+    def int(self, value: int):
+        return self.op(pickle.BININT, struct.pack('<i', value))
+
+    def tuple(self, values):
+        self.op(pickle.MARK)
+        for value in values:
+            self.int(value)
+        return self.op(pickle.TUPLE)
+
+    def array(self, array: np.ndarray):
+        self.glob('numpy.core.multiarray', '_reconstruct').glob('numpy', 'ndarray').tuple((0,)).string(b'b')
+        self.op(pickle.TUPLE3, pickle.REDUCE, pickle.MARK).int(1).tuple(array.shape)
+        self.glob('numpy', 'dtype').string(array.dtype.str[1:].encode()).int(0).int(1).op(pickle.TUPLE3,
+                                                                                           pickle.REDUCE)
+        self.op(pickle.MARK).int(3).string(array.dtype.str[:1].encode()).op(pickle.NONE * 3).int(-1).int(-1).int(0)
+        self.op(pickle.TUPLE, pickle.BUILD, pickle.NEWFALSE).string(array.tobytes())
+        return self.op(pickle.TUPLE, pickle.BUILD)
+
+    def state_object(self, module: str, name: str, items: dict):
+        """NEWOBJ of module.name, then BUILD with a dict whose values are arrays, ints or a (rows, cols) tuple."""
+        self.glob(module, name).op(pickle.EMPTY_TUPLE, pickle.NEWOBJ, pickle.EMPTY_DICT, pickle.MARK)
+        for key, value in items.items():
+            self.string(key.encode())
+            if isinstance(value, np.ndarray):
+                self.array(value)
+            elif isinstance(value, tuple):
+                self.tuple(value)
+            elif value == 'set':
+                self.glob('__builtin__', 'set').op(pickle.EMPTY_LIST).string(b'x').op(
+                    pickle.APPEND, pickle.TUPLE1, pickle.REDUCE)
+            else:
+                self.int(value)
+        return self.op(pickle.SETITEMS, pickle.BUILD)
+
+    def dict(self, entries: dict) -> bytes:
+        self.op(pickle.EMPTY_DICT, pickle.MARK)
+        for key, write_value in entries.items():
+            self.string(key.encode())
+            write_value(self)
+        return bytes(self.op(pickle.SETITEMS, pickle.STOP).out)
+
+
+def test_python2_numpy1_pickle_loads(tmp_path):
+    """Python 2 wrote raw array bytes as str: loaded with latin1 they must round-trip exactly."""
+    rng = np.random.default_rng(1)
+    v_template = rng.normal(size=(5, 3))
+    faces = np.array([[0, 1, 2], [2, 3, 4]], dtype=np.uint32)
+    regressor = np.array([[0.0, 0.5, 0.5, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0]])
+    sparse = scipy.sparse.csc_matrix(regressor)
+    payload = _Python2Pickle().dict({
+        'v_template': lambda w: w.state_object('chumpy.ch', 'Ch', {'_dirty_vars': 'set', 'x': v_template}),
+        'f': lambda w: w.array(faces),
+        'J_regressor': lambda w: w.state_object('scipy.sparse.csc', 'csc_matrix', {
+            'data': sparse.data, 'indices': sparse.indices, 'indptr': sparse.indptr, '_shape': (2, 5),
+            'maxprint': 50}),
+    })
+    loaded = load_body_model_data(write(tmp_path / 'basicModel_neutral.pkl', payload))
+    np.testing.assert_array_equal(loaded['v_template'], v_template)
+    np.testing.assert_array_equal(loaded['f'], faces)
+    assert loaded['f'].dtype == np.uint32
+    np.testing.assert_array_equal(loaded['J_regressor'], regressor)
+
+
+def test_loader_imports_neither_chumpy_nor_scipy(tmp_path):
+    published, plain = published_style_data()
+    path = write(tmp_path / 'SMPL_NEUTRAL.pkl', pickle.dumps(published, protocol=2))
+    code = ("import sys; sys.modules['chumpy'] = sys.modules['scipy'] = None; "  # importing either now fails
+            "from lib.models.safe_pickle import load_pickle; import numpy as np; "
+            f"data = load_pickle({str(path)!r}); "
+            "assert type(data['v_template']) is np.ndarray and type(data['J_regressor']) is np.ndarray; "
+            "print(sorted(data['J_regressor'].shape))")
+    result = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == '[24, 40]'
+
+
+def test_npz_loads_without_pickles(tmp_path):
+    _, plain = published_style_data()
+    np.savez(tmp_path / 'model.npz', **plain, bs_type=np.array('lrotmin'))
+    loaded = load_body_model_data(tmp_path / 'model.npz')
+    assert set(loaded) == set(plain)
+    for key, expected in plain.items():
+        np.testing.assert_array_equal(loaded[key], expected)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Code in the file never runs
+# ---------------------------------------------------------------------------------------------------------------
+
+class _System:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}',)
+
+
+class _Open:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), 'w')
+
+
+@pytest.mark.parametrize('payload_class, refused', [(_System, 'posix.system'), (_Open, '.open')])
+@pytest.mark.parametrize('protocol', [0, 2, 4])
+def test_malicious_reduce_does_not_run(tmp_path, payload_class, refused, protocol):
+    marker = tmp_path / 'pwned'
+    data = {'v_template': np.zeros((3, 3)), 'shapedirs': payload_class(marker)}
+    path = write(tmp_path / 'SMPL_NEUTRAL.pkl', pickle.dumps(data, protocol=protocol))
+    assert_refused(path, refused, 'refused global')
+    assert not marker.exists()
+
+
+class _Call:
+    """Pickles as a call of `function(*args)`."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+@pytest.mark.parametrize('function, args, refused', [
+    (getattr, ('text', 'upper'), 'builtins.getattr'),
+    (pickle.loads, (b'N.',), '_pickle.loads'),
+    (torch.load, ('model.pt',), 'torch.serialization.load'),
+    (np.testing._private.utils.runstring, ('import os', {}), 'numpy.testing._private.utils.runstring'),
+    (np.testing.assert_equal, (1, 1), 'numpy.testing._private.utils.assert_equal'),
+    (np.load, ('model.npy',), 'numpy.load'),
+    (scipy.sparse.coo_matrix, ((2, 2),), 'scipy.sparse._coo.coo_matrix'),
+])
+def test_globals_outside_the_allow_list_are_refused(tmp_path, function, args, refused):
+    path = write(tmp_path / 'model.pkl', pickle.dumps({'v_template': _Call(function, *args)}, protocol=4))
+    assert_refused(path, f'refused global {refused}')
+
+
+def test_other_chumpy_classes_are_refused(tmp_path):
+    expression = chumpy.array(np.ones(3)) + 1.0  # a chumpy.ch_ops node, not a plain Ch
+    path = write(tmp_path / 'model.pkl', pickle.dumps({'v_template': expression}, protocol=2))
+    assert_refused(path, 'refused global chumpy.ch_ops.')
+
+
+@pytest.mark.parametrize('payload', [
+    # protocol 4: STACK_GLOBAL resolves dotted names attribute by attribute in the standard unpickler
+    pickle.PROTO + b'\x04' + pickle.SHORT_BINUNICODE + b'\x15numpy.core.multiarray' + pickle.SHORT_BINUNICODE
+    + b'\x18_reconstruct.__globals__' + pickle.STACK_GLOBAL + pickle.STOP,
+    pickle.GLOBAL + b'numpy.core.multiarray\n_reconstruct.__globals__\n' + pickle.STOP,
+], ids=['protocol4', 'protocol0'])
+def test_dotted_names_through_an_allowed_module_are_refused(tmp_path, payload):
+    path = write(tmp_path / 'model.pkl', payload)
+    assert_refused(path, 'numpy.core.multiarray._reconstruct.__globals__', 'dotted')
+
+
+@pytest.mark.parametrize('protocol', [2, 5])
+def test_object_dtype_arrays_are_refused(tmp_path, protocol):
+    objects = np.array([1, 'text', None], dtype=object)
+    path = write(tmp_path / 'model.pkl', pickle.dumps({'v_template': objects}, protocol=protocol))
+    assert_refused(path, 'object-dtype')
+
+
+def test_structured_dtype_arrays_are_refused(tmp_path):
+    records = np.zeros(2, dtype=[('a', 'f8'), ('b', 'i4')])
+    path = write(tmp_path / 'model.pkl', pickle.dumps({'v_template': records}, protocol=2))
+    assert_refused(path)
+
+
+class _SubArray(np.ndarray):
+    pass
+
+
+class _ReconstructWithCh:
+    """numpy's array reconstruction asked to build a non-ndarray type that is itself allowed."""
+
+    def __reduce__(self):
+        return np._core.multiarray._reconstruct, (chumpy.ch.Ch, (0,), b'b')
+
+
+@pytest.mark.parametrize('payload, refused', [
+    (np.matrix(np.eye(2)), 'refused global numpy.matrix'),
+    (np.ma.masked_array(np.ones(3)), 'refused global numpy.ma.core'),
+    (np.zeros(3).view(_SubArray), 'refused global test_safe_loading._SubArray'),
+    (_ReconstructWithCh(), 'ndarray subclasses'),
+])
+def test_ndarray_subclasses_are_refused(tmp_path, payload, refused):
+    path = write(tmp_path / 'model.pkl', pickle.dumps({'v_template': payload}, protocol=2))
+    assert_refused(path, refused)
+
+
+def test_persistent_ids_are_refused(tmp_path):
+    class WithPersistentIds(pickle.Pickler):
+        def persistent_id(self, obj):
+            return 'outside-object' if isinstance(obj, str) and obj == 'external' else None
+
+    stream = __import__('io').BytesIO()
+    WithPersistentIds(stream, protocol=2).dump({'v_template': 'external'})
+    path = write(tmp_path / 'model.pkl', stream.getvalue())
+    assert_refused(path, 'persistent id')
+
+
+@pytest.mark.parametrize('codec', ['rot13', 'utf-8', 'hex'])
+def test_codecs_encode_other_than_latin1_is_refused(tmp_path, codec):
+    payload = _Call(codecs.encode, 'abc' if codec != 'hex' else b'abc', codec)
+    path = write(tmp_path / 'model.pkl', pickle.dumps({'v_template': payload}, protocol=2))
+    assert_refused(path, 'latin1 codec only')
+
+
+def _ch_with_state(x) -> chumpy.Ch:
+    ch = chumpy.Ch(np.zeros(3))
+    ch.__dict__['x'] = x
+    return ch
+
+
+@pytest.mark.parametrize('x', ['not an array', [1.0, 2.0], 3.5, None], ids=['str', 'list', 'float', 'none'])
+def test_ch_with_non_numeric_state_is_refused(tmp_path, x):
+    path = write(tmp_path / 'model.pkl', pickle.dumps({'v_template': _ch_with_state(x)}, protocol=2))
+    assert_refused(path, 'chumpy.ch.Ch state "x" must be a numeric numpy array')
+
+
+def test_ch_with_nested_ch_or_without_x_is_refused(tmp_path):
+    nested = _ch_with_state(chumpy.array(np.ones(3)))
+    path = write(tmp_path / 'model.pkl', pickle.dumps({'v_template': nested}, protocol=2))
+    assert_refused(path, 'must be a numeric numpy array')
+    empty = chumpy.Ch(np.zeros(3))
+    del empty.__dict__['x']
+    path = write(tmp_path / 'model.pkl', pickle.dumps({'v_template': empty}, protocol=2))
+    assert_refused(path, 'no "x" array')
+
+
+def test_build_cannot_change_allowed_globals(tmp_path):
+    """BUILD on a handed-out global (marker, checking function, stand-in class) is refused, not applied."""
+    attacks = [
+        pickle.GLOBAL + b'numpy\nndarray\n' + pickle.EMPTY_DICT + pickle.BUILD + pickle.STOP,
+        pickle.GLOBAL + b'_codecs\nencode\n' + pickle.EMPTY_DICT + pickle.BUILD + pickle.STOP,
+        # (None, {'_array_from_state': ...}) is a slot-state BUILD: setattr on the Ch stand-in class itself
+        pickle.GLOBAL + b'chumpy.ch\nCh\n' + pickle.MARK + pickle.NONE + pickle.EMPTY_DICT + pickle.TUPLE
+        + pickle.BUILD + pickle.STOP,
+    ]
+    for index, payload in enumerate(attacks):
+        assert_refused(write(tmp_path / f'attack{index}.pkl', payload))
+    published, plain = published_style_data()  # later files still load normally
+    loaded = load_body_model_data(write(tmp_path / 'ok.pkl', pickle.dumps(published, protocol=2)))
+    np.testing.assert_array_equal(loaded['J_regressor'], plain['J_regressor'])
+
+
+def test_array_data_must_match_its_shape(tmp_path):
+    payload = pickle.dumps({'v_template': np.zeros((4, 3))}, protocol=2)
+    # shape (4, 3) -> (9, 3): the data no longer covers the array (would read past the buffer)
+    tampered = payload.replace(pickle.BININT1 + b'\x04' + pickle.BININT1 + b'\x03',
+                               pickle.BININT1 + b'\x09' + pickle.BININT1 + b'\x03', 1)
+    assert tampered != payload
+    assert_refused(write(tmp_path / 'model.pkl', tampered), 'bytes')
+
+
+def test_inconsistent_sparse_matrix_is_refused(tmp_path):
+    sparse = scipy.sparse.csc_matrix(np.eye(3))
+    sparse.indices = np.array([0, 1, 7], dtype=np.int32)  # row 7 of a 3-row matrix
+    path = write(tmp_path / 'model.pkl', pickle.dumps({'J_regressor': sparse}, protocol=2))
+    assert_refused(path, 'inconsistent')
+
+
+def test_garbage_and_non_dict_pickles_are_value_errors(tmp_path):
+    assert_refused(write(tmp_path / 'garbage.pkl', b'\x80\x02not a pickle at all'))
+    assert_refused(write(tmp_path / 'list.pkl', pickle.dumps([1, 2, 3], protocol=2)), 'holds a dict')
+    with pytest.raises(UnsafePickleError):
+        loads_pickle(pickle.dumps(_Call(os.system, 'true'), protocol=2))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# npz files
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_npz_needing_pickles_for_model_arrays_is_refused(tmp_path):
+    _, plain = published_style_data()
+    plain['v_template'] = np.array([_Call(os.system, 'true')], dtype=object)
+    np.savez(tmp_path / 'model.npz', **plain)
+    assert_refused(tmp_path / 'model.npz', "['v_template']", 'stored as pickles')
+
+
+def test_npz_pickled_metadata_is_skipped_not_unpickled(tmp_path):
+    """SMPLX_NEUTRAL.npz keeps metadata dicts (e.g. joint2num) as pickles: skipped with a warning, never loaded."""
+    marker = tmp_path / 'pwned'
+    _, plain = published_style_data()
+    np.savez(tmp_path / 'model.npz', **plain, joint2num=np.array([_System(marker)], dtype=object))
+    with pytest.warns(UserWarning, match='joint2num'):
+        loaded = load_body_model_data(tmp_path / 'model.npz')
+    assert 'joint2num' not in loaded and set(loaded) == set(plain)
+    assert not marker.exists()
+
+
+def test_unreadable_or_unknown_files_are_value_errors(tmp_path):
+    assert_refused(write(tmp_path / 'model.npz', b'not a zip file'), 'not a readable .npz')
+    assert_refused(write(tmp_path / 'model.json', b'{}'), 'unsupported body-model file type')
