@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from lib.models.body_model import VERTEX_JOINT_NAMES, BodyModel, BodyOutput, loa
 
 REPO = Path(__file__).resolve().parents[1]
 OPEN_SMPL = REPO / 'data/open/smpl/OPEN_SMPL_NEUTRAL.npz'
+OPEN_SMPL_KID = REPO / 'data/open/smpl/open_smpl_kid_template.npy'
 OPEN_SMPLX = REPO / 'data/open/smplx/OPEN_SMPLX_NEUTRAL.npz'
 
 SMPL_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21]
@@ -89,8 +91,10 @@ def vertex_ids(data: dict) -> dict[str, int]:
 
 def write_chumpy_pickle(path: Path, data: dict) -> None:
     """The published SMPL layout: chumpy Ch arrays, a scipy csc J_regressor, protocol 2, plus strings."""
-    import chumpy
     import scipy.sparse
+    with warnings.catch_warnings():  # chumpy imports a deprecated scipy path
+        warnings.simplefilter('ignore', DeprecationWarning)
+        import chumpy
 
     published = dict(data)
     for key in ('v_template', 'shapedirs', 'posedirs'):
@@ -195,6 +199,22 @@ def test_smplx_matches_smplx(smplx_files, dtype, rotmat):
     assert_outputs_close(ours, smplx_smplx_reference(folder / 'tiny_smplx.npz', data, pose, betas, dtype), dtype)
 
 
+@pytest.mark.parametrize('model_type', ['smpl', 'smplx'])
+def test_zero_posedirs_match_smplx(smpl_files, smplx_files, tmp_path, model_type):
+    """The open models have all-zero posedirs; the pose blend-shape product is then skipped."""
+    data = dict(smpl_files[0] if model_type == 'smpl' else smplx_files[0])
+    data['posedirs'] = np.zeros_like(data['posedirs'])
+    body = BodyModel(data, model_type=model_type)
+    assert not body.pose_blend_shapes
+    pose, betas = random_inputs(10, body.num_pose_joints, 10, torch.float32)
+    if model_type == 'smpl':
+        reference = smplx_smpl_reference(data, pose, betas, torch.float32)
+    else:
+        np.savez(tmp_path / 'zero_posedirs.npz', **data)
+        reference = smplx_smplx_reference(tmp_path / 'zero_posedirs.npz', data, pose, betas, torch.float32)
+    assert_outputs_close(body(pose, betas), reference, torch.float32)
+
+
 def test_smplx_vertex_joints_use_the_files_ids(smplx_files):
     """Joints 55-75 are the vid_ vertices (66-75 the fingertips), not smplx's licensed-topology ids."""
     data, folder = smplx_files
@@ -271,6 +291,14 @@ def test_to_moves_buffers_and_changes_dtype(smplx_files):
         torch.testing.assert_close(out.joints.cpu(), reference(pose, betas).joints, rtol=1e-6, atol=1e-7)
 
 
+def test_state_dict_carries_no_model_arrays(smplx_files):
+    """Buffers come from the model file: a checkpoint of a module holding a BodyModel stays small."""
+    body = BodyModel(smplx_files[0], model_type='smplx')
+    assert body.state_dict() == {}
+    holder = torch.nn.Sequential(torch.nn.Linear(2, 2), body)
+    assert set(holder.state_dict()) == {'0.weight', '0.bias'}
+
+
 def test_betas_row_broadcasts(smpl_files):
     body = BodyModel(smpl_files[0])
     pose, betas = random_inputs(7, 24, 10, torch.float32)
@@ -345,6 +373,15 @@ def test_open_smpl_matches_smplx():
     pose, betas = random_inputs(8, 24, 10, torch.float32)
     assert_outputs_close(body(pose, betas), smplx_smpl_reference(data, pose, betas, torch.float32), torch.float32)
     torch.testing.assert_close(body.rest_joints(betas), body(pose, betas).joints_t, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not OPEN_SMPL_KID.exists(), reason=f'{OPEN_SMPL_KID} not generated yet')
+def test_open_smpl_kid_matches_smplx():
+    data = dict(np.load(OPEN_SMPL))
+    body = BodyModel.from_file(OPEN_SMPL, kid_template_path=OPEN_SMPL_KID)
+    pose, betas = random_inputs(11, 24, 11, torch.float32)
+    reference = smplx_smpl_reference(data, pose, betas, torch.float32, kid_template_path=OPEN_SMPL_KID)
+    assert_outputs_close(body(pose, betas), reference, torch.float32)
 
 
 @pytest.mark.skipif(not OPEN_SMPLX.exists(), reason=f'{OPEN_SMPLX} not generated yet')

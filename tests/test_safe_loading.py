@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import codecs
+import io
 import os
 import pickle
 import struct
@@ -299,7 +300,7 @@ def test_persistent_ids_are_refused(tmp_path):
         def persistent_id(self, obj):
             return 'outside-object' if isinstance(obj, str) and obj == 'external' else None
 
-    stream = __import__('io').BytesIO()
+    stream = io.BytesIO()
     WithPersistentIds(stream, protocol=2).dump({'v_template': 'external'})
     path = write(tmp_path / 'model.pkl', stream.getvalue())
     assert_refused(path, 'persistent id')

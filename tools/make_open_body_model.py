@@ -23,7 +23,6 @@ Deterministic for a given seed (float64 throughout).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -249,7 +248,8 @@ def load_anny():
     from anny.paths import set_anny_cache_path
     set_anny_cache_path(os.environ['ANNY_CACHE_DIR'])
     model = anny.Anny(local_changes='all', pose_parameterization='world-orient', skinning_method='lbs')
-    return model.to(torch.float64)
+    assert model.dtype == torch.float64
+    return model
 
 
 def minimal_rotation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -268,12 +268,13 @@ def minimal_rotation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return eye + sin[..., None, None] * K + (1 - cos)[..., None, None] * (K @ K)
 
 
-def _descendants(parents: list[int], roots: list[int]) -> list[int]:
-    out = set(roots)
-    for b, p in enumerate(parents):                         # anny lists parents before children
+def _subtree(labels: list[str], parents: list[int], roots: tuple[str, ...]) -> list[str]:
+    """The bones `roots` and all their descendants (anny lists parents before children)."""
+    out = {labels.index(r) for r in roots}
+    for b, p in enumerate(parents):
         if p in out:
             out.add(b)
-    return sorted(out)
+    return [labels[i] for i in sorted(out)]
 
 
 @torch.no_grad()
@@ -286,6 +287,8 @@ def t_posed_bodies(model, pheno: np.ndarray, local: np.ndarray, batch: int = 128
     for start in range(0, len(pheno), batch):
         p = torch.as_tensor(pheno[start:start + batch])
         lc = torch.as_tensor(local[start:start + batch])
+        # anny's forward() minus the posing: blend-shape coefficients (phenotypes, local targets, no facial
+        # actions), then the rest model (vertices, bone poses) they give.
         coeffs = model._get_phenotype_blendshape_coefficients(p, lc, torch.zeros(len(p), 0, dtype=p.dtype))
         rest = model.get_rest_model(coeffs)
         poses = rest['rest_bone_poses']                                   # (B, 104, 4, 4), heads in [:3, 3]
@@ -296,7 +299,7 @@ def t_posed_bodies(model, pheno: np.ndarray, local: np.ndarray, batch: int = 128
             target = torch.as_tensor(arm.direction, dtype=h.dtype).expand(len(p), 3)
             upper = minimal_rotation(h[:, idx[arm.elbow]] - h[:, idx[arm.shoulder]], target)
             lower = minimal_rotation(h[:, idx[arm.wrist]] - h[:, idx[arm.elbow]], target)
-            for names, R in ((arm.upper, upper), (_descendant_names(labels, parents, arm.lower), lower)):
+            for names, R in ((arm.upper, upper), (_subtree(labels, parents, arm.lower), lower)):
                 for b in names:
                     D[:, idx[b], :3, :3] = R @ poses[:, idx[b], :3, :3]
         transforms, posed = model.get_bone_transforms(D, poses, pose_parameterization='world-orient')
@@ -307,10 +310,6 @@ def t_posed_bodies(model, pheno: np.ndarray, local: np.ndarray, batch: int = 128
         verts.append((v - centre).numpy())
         heads.append((hh - centre).numpy())
     return np.concatenate(verts), np.concatenate(heads)
-
-
-def _descendant_names(labels, parents, roots):
-    return [labels[i] for i in _descendants(parents, [labels.index(r) for r in roots])]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -385,14 +384,17 @@ def _tilt(points: np.ndarray, prior: np.ndarray, target: np.ndarray, iters: int 
 
 
 def build_regressor(template: np.ndarray, target_joints: np.ndarray, weights: np.ndarray,
-                    joints: tuple[JointSpec, ...], min_ring: int = 48, prune: float = 1e-4) -> np.ndarray:
-    """(J, V) regressor: for each joint, the vertices of a slab across `axis` through the joint (within `radius`,
-    on the segments of the joint, its parent and its children), uniform prior, tilted to hit the joint exactly on
-    the mean shape; weights below `prune` are dropped and the row re-solved on the rest."""
+                    joints: tuple[JointSpec, ...], min_ring: int = 48, prune: float = 1e-4
+                    ) -> tuple[np.ndarray, list[float]]:
+    """(J, V) regressor and the slab half-widths (m): for each joint, the vertices of the thinnest slab across
+    `axis` through the joint (half-width 4 mm, grown by 25 % steps) holding >= `min_ring` vertices that lie within
+    `radius` of the joint and whose dominant segment is the joint's, its parent's or a child's; uniform prior,
+    tilted to hit the joint exactly on the mean shape; weights below `prune` are dropped and the row re-solved."""
     names = [s.name for s in joints]
     parent = [names.index(s.parent) if s.parent else -1 for s in joints]
     part = weights.argmax(axis=1)                                         # dominant segment of each vertex
     J = np.zeros((len(joints), len(template)))
+    halves = []
     for j, spec in enumerate(joints):
         p = target_joints[j]
         if spec.axis == 'up':
@@ -406,12 +408,15 @@ def build_regressor(template: np.ndarray, target_joints: np.ndarray, weights: np
         half = 0.004
         while (ok & (along < half)).sum() < min_ring:
             half *= 1.25
+            if half > spec.radius:
+                raise RuntimeError(f'{spec.name}: fewer than {min_ring} ring vertices within {spec.radius} m')
         ring = np.flatnonzero(ok & (along < half))
         w = _tilt(template[ring], np.full(len(ring), 1.0 / len(ring)), p)
         keep = w > prune
         ring, w = ring[keep], _tilt(template[ring[keep]], np.full(keep.sum(), 1.0 / keep.sum()), p)
         J[j, ring] = w
-    return J
+        halves.append(half)
+    return J, halves
 
 
 def pick_landmarks(template: np.ndarray, heads: np.ndarray, model, landmarks: dict) -> dict[str, int]:
@@ -459,21 +464,29 @@ def pca_shape_space(verts: np.ndarray, num_betas: int, height_fn) -> tuple[np.nd
     return mean, dirs.reshape(-1, V, 3).transpose(1, 2, 0), var
 
 
-def winding_numbers(verts: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Generalised winding numbers (B, P) of points (B, P, 3) w.r.t. closed meshes verts (B, V, 3): ~1 inside,
-    ~0 outside (van Oosterom-Strackee solid angles)."""
-    v = torch.as_tensor(verts)
-    q = torch.as_tensor(points)
-    f = torch.as_tensor(faces)
-    out = []
-    for b in range(len(v)):
-        tri = v[b][f]                                                     # (F, 3, 3)
-        a, bb, c = (tri[None, :, k] - q[b][:, None] for k in range(3))    # (P, F, 3)
-        la, lb, lc = a.norm(dim=-1), bb.norm(dim=-1), c.norm(dim=-1)
-        det = (a * torch.linalg.cross(bb, c, dim=-1)).sum(-1)
-        den = la * lb * lc + (a * bb).sum(-1) * lc + (bb * c).sum(-1) * la + (c * a).sum(-1) * lb
-        out.append((2 * torch.atan2(det, den)).sum(-1) / (4 * math.pi))
-    return torch.stack(out).numpy()
+def inside_mesh(verts: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(B, P) bool: points (B, P, 3) inside the closed meshes verts (B, V, 3) (faces (F, 3)), by the parity of the
+    crossings of a ray from each point along +x (only the faces whose y-z box contains the point are tested; a ray
+    through an edge has probability zero for these points). Nested closed parts (eyeballs inside the head) cross
+    twice and do not change the parity."""
+    out = np.zeros(points.shape[:2], dtype=bool)
+    for b in range(len(verts)):
+        tri = verts[b][faces]                                             # (F, 3, 3)
+        lo, hi = tri.min(axis=1), tri.max(axis=1)
+        for i, p in enumerate(points[b]):
+            cand = np.flatnonzero((lo[:, 1] <= p[1]) & (hi[:, 1] >= p[1]) & (lo[:, 2] <= p[2]) & (hi[:, 2] >= p[2])
+                                  & (hi[:, 0] >= p[0]))
+            t = tri[cand]
+            a, e1, e2 = t[:, 0, 1:], t[:, 1, 1:] - t[:, 0, 1:], t[:, 2, 1:] - t[:, 0, 1:]
+            det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+            d = p[1:] - a
+            with np.errstate(divide='ignore', invalid='ignore'):
+                u = (d[:, 0] * e2[:, 1] - d[:, 1] * e2[:, 0]) / det          # barycentrics in the y-z plane
+                v = (e1[:, 0] * d[:, 1] - e1[:, 1] * d[:, 0]) / det
+            hit = (det != 0) & (u >= 0) & (v >= 0) & (u + v <= 1)
+            x = t[:, 0, 0] + u * (t[:, 1, 0] - t[:, 0, 0]) + v * (t[:, 2, 0] - t[:, 0, 0])
+            out[b, i] = (hit & (x > p[0])).sum() % 2 == 1
+    return out
 
 
 def body_height(v: np.ndarray) -> float:
@@ -484,7 +497,8 @@ def body_height(v: np.ndarray) -> float:
 # Main
 # ---------------------------------------------------------------------------------------------------------------
 def generate(target: TargetSpec, out_dir: Path, num_samples: int, num_kids: int, num_betas: int, seed: int,
-             check_samples: int) -> dict:
+             check_samples: int) -> None:
+    """Builds the target's files in out_dir and prints the measurements quoted in docs/open_model.md."""
     t0 = time.time()
     model = load_anny()
     print(f'anny loaded in {time.time() - t0:.1f} s: {len(model.template_vertices)} vertices, '
@@ -508,7 +522,7 @@ def generate(target: TargetSpec, out_dir: Path, num_samples: int, num_kids: int,
     weights = skinning_weights(model, bone_to_joint, len(target.joints))
     joints_all = joint_positions(heads, target.joints, labels)            # (n, J, 3) anny's joints per body
     joints_mean = joints_all.mean(axis=0)
-    J_regressor = build_regressor(v_template, joints_mean, weights, target.joints)
+    J_regressor, halves = build_regressor(v_template, joints_mean, weights, target.joints)
     vids = pick_landmarks(v_template, heads.mean(axis=0), model, target.landmarks)
 
     names = [s.name for s in target.joints]
@@ -524,25 +538,26 @@ def generate(target: TargetSpec, out_dir: Path, num_samples: int, num_kids: int,
         np.save(out_dir / target.kid_file_name, kid_template)
 
     # ------------------------------------------------------------------ report
-    report = {'seconds': time.time() - t0}
     total = var.sum()
-    print(f'\nPCA over {num_samples} bodies: variance per component (m^2 summed over vertices), % of total, '
-          f'cumulative %:')
+    print(f'\nPCA over {num_samples} bodies: per component, the variance (m^2, summed over the {V} vertices), the '
+          f'RMS vertex displacement of one sd (mm), % of the total variance, cumulative %:')
     for k in range(min(len(var), max(num_betas, 20))):
-        print(f'  {k + 1:2d}  {var[k]:.5f}  {100 * var[k] / total:6.2f}  {100 * var[:k + 1].sum() / total:6.2f}'
-              + ('   (kept)' if k < num_betas else ''))
-    report['variance'] = var[:num_betas]
+        print(f'  {k + 1:2d}  {var[k]:9.5f}  {1e3 * np.sqrt(var[k] / V):6.2f}  {100 * var[k] / total:6.2f}  '
+              f'{100 * var[:k + 1].sum() / total:6.2f}' + ('   (kept)' if k < num_betas else ''))
     reg_mean = J_regressor @ v_template
     err_mean = np.linalg.norm(reg_mean - joints_mean, axis=1) * 1e3
     reg_all = np.einsum('jv,nvc->njc', J_regressor, verts)
     err_all = np.linalg.norm(reg_all - joints_all, axis=2) * 1e3
-    print('\njoint  regressor - anny on the mean shape (mm) | over all bodies: mean / max (mm) | ring size')
+    print('\njoint  regressor - anny on the mean shape (mm) | over all bodies: mean / max (mm) | ring vertices, '
+          'slab half-width (mm)')
     for j, nm in enumerate(names):
-        print(f'  {j:2d} {nm:11s} {err_mean[j]:7.3f} | {err_all[:, j].mean():6.1f} / {err_all[:, j].max():6.1f}'
-              f' | {(J_regressor[j] > 0).sum()}')
-    print(f'  all: mean-shape max {err_mean.max():.3f} mean {err_mean.mean():.3f} mm; '
+        print(f'  {j:2d} {nm:11s} {err_mean[j]:8.1e} | {err_all[:, j].mean():6.1f} / {err_all[:, j].max():6.1f}'
+              f' | {(J_regressor[j] > 0).sum():4d}, {1e3 * halves[j]:5.1f}')
+    eff = 1.0 / (J_regressor ** 2).sum(axis=1)
+    print(f'  effective vertices per row (1 / sum w^2): min {eff.min():.1f} ({names[int(eff.argmin())]}), '
+          f'median {np.median(eff):.1f}; largest weight {J_regressor.max():.3f}')
+    print(f'  all: mean-shape max {err_mean.max():.1e} mean {err_mean.mean():.1e} mm; '
           f'all bodies mean {err_all.mean():.1f} max {err_all.max():.1f} mm')
-    report['err_mean_shape_mm'] = err_mean
     heights = verts[..., 1].max(axis=1) - verts[..., 1].min(axis=1)
     print(f'\nheight: mean template {body_height(v_template):.3f} m; population mean {heights.mean():.3f}, '
           f'std {heights.std():.3f}, min {heights.min():.3f}, max {heights.max():.3f} m; '
@@ -552,14 +567,28 @@ def generate(target: TargetSpec, out_dir: Path, num_samples: int, num_kids: int,
         hm = body_height(v_template - 2 * shapedirs[..., k])
         print(f'  beta_{k + 1} = +2 / -2: height {hp:.3f} / {hm:.3f} m')
     sel = np.linspace(0, num_samples - 1, min(check_samples, num_samples)).round().astype(int)
-    wn = winding_numbers(verts[sel], faces, reg_all[sel])
-    print(f'\ninside check on {len(sel)} bodies: min winding number of any joint {wn.min():.3f} '
-          f'(joint {names[int(np.argmin(wn.min(axis=0)))]}); joints with winding < 0.5: {(wn < 0.5).sum()}')
+    t1 = time.time()
+    inside = inside_mesh(verts[sel], faces, reg_all[sel])
+    print(f'\ninside check on {len(sel)} bodies ({time.time() - t1:.1f} s): {(~inside).sum()} joints outside the mesh'
+          + (f' ({sorted(set(names[j] for j in np.flatnonzero((~inside).any(axis=0))))})' if (~inside).any() else ''))
+    inside_kid = inside_mesh(kid_template[None], faces, (J_regressor @ kid_template)[None])
+    print(f'kid template: {(~inside_kid).sum()} joints outside the mesh')
     print('landmarks:', vids)
+    # what the components are: the sampled parameters each component's scores correlate with most
+    scores = (verts - v_template).reshape(num_samples, -1) @ shapedirs.reshape(-1, num_betas) / var[:num_betas]
+    params = np.concatenate([pheno, local], axis=1)
+    names_p = list(model.phenotype_labels) + list(model.local_change_labels)
+    used = [i for i in range(params.shape[1]) if params[:, i].std() > 0 and not names_p[i].startswith('r-')]
+    P = (params[:, used] - params[:, used].mean(0)) / params[:, used].std(0)
+    S = (scores - scores.mean(0)) / scores.std(0)
+    corr = S.T @ P / num_samples
+    print('\ncomponent: parameters with the largest |correlation| to its scores')
+    for k in range(num_betas):
+        top = np.argsort(-np.abs(corr[k]))[:3]
+        print(f'  beta_{k + 1:<2d} ' + ', '.join(f'{names_p[used[i]]} {corr[k, i]:+.2f}' for i in top))
     print(f'\nwrote {out_dir / target.file_name} ({(out_dir / target.file_name).stat().st_size / 1e6:.1f} MB)'
           + (f' and {out_dir / target.kid_file_name}' if target.kid_file_name else '')
           + f' in {time.time() - t0:.1f} s')
-    return report
 
 
 def main(argv=None):
@@ -570,12 +599,11 @@ def main(argv=None):
     parser.add_argument('--num-kids', type=int, default=200, help='child bodies averaged into the kid template')
     parser.add_argument('--num-betas', type=int, default=16, help='shape components kept')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--check-samples', type=int, default=200, help='bodies checked for joints inside the mesh')
+    parser.add_argument('--check-samples', type=int, default=100000, help='bodies checked for joints inside the mesh')
     parser.add_argument('--small', action='store_true', help='quick version: 64 adults, 8 children, 16 checks')
     args = parser.parse_args(argv)
     if args.small:
         args.num_samples, args.num_kids, args.check_samples = 64, 8, 16
-    torch.set_default_dtype(torch.float64)
     out_dir = args.out_dir or ROOT / 'data' / 'open' / args.target
     generate(TARGETS[args.target], out_dir, args.num_samples, args.num_kids, args.num_betas, args.seed,
              args.check_samples)

@@ -47,6 +47,7 @@ _C.TRAIN.GEN_LR = 1e-4              # learning rate
 _C.TRAIN.GEN_WD = 0.1               # weight decay
 _C.TRAIN.GEN_MOMENTUM = 0.9         # SGD momentum (unused by Adam)
 _C.TRAIN.MAX_STEPS_PER_EPOCH = 0    # cap on optimizer steps per epoch; 0 = the whole db
+_C.TRAIN.VAL_MAX_SAMPLES = 0        # validate on the first N samples of the DATASET_EVAL db; 0 = all
 
 _C.DATASET = CN()
 _C.DATASET.SEQLEN = 1               # frames per sample window (paper: 1)

@@ -12,7 +12,10 @@ motion named in the table (flexion, abduction, internal rotation, ...). Limits a
 high)``, with the swing pair further confined to the ellipse through its four limits; both regions are convex, so
 interpolating between keyposes never leaves them. Left-side joints are tabulated; a right-side joint uses the same
 table and mirrors the resulting rotation vector through the sagittal plane, ``(x, y, z) -> (x, -y, -z)``.
-Limits and their sources: ``docs/synthetic_data.md``.
+Given a body model's rest joints (``rest_joints=``, as ``make_synthetic_db`` does), each twist axis follows the
+model's rest bone, so the sampled twist is exactly the stored twist at beta = 0. Right-side twists are stored with
+the opposite sign of the anatomical angle (the twist is measured about +rest bone). Limits and their sources:
+``docs/synthetic_data.md``.
 
 Sequences: each ``vid_name`` is 8-32 frames, eased (smoothstep) interpolation between keyposes 6-12 frames apart;
 keyposes follow a damped random walk (each moves part of the way towards a fresh independent sample), so
@@ -28,6 +31,7 @@ Public API:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -178,7 +182,7 @@ DIP_RATIO = (0.55, 0.8)
 DIP_NOISE = 5.0
 # Opposition: a per-keypose amount o ~ U(0, 1) pulls the thumb CMC angles towards o * OPPOSITION (degrees of
 # palmar abduction, flexion across the palm, pronation) with weight OPPOSITION_WEIGHT.
-OPPOSITION = (45.0, 20.0, 40.0)
+OPPOSITION = (40.0, 15.0, 40.0)  # inside the CMC swing ellipse, so the pull keeps the angles within limits
 OPPOSITION_WEIGHT = 0.7
 _FINGER_SLOTS = {'index': 0, 'middle': 3, 'pinky': 6, 'ring': 9, 'thumb': 12}
 
@@ -217,6 +221,77 @@ class _Table:
 
 _SMPL_TABLE = _Table(SMPL_LIMITS)
 _HAND_TABLE = _Table(HAND_LIMITS)
+
+# Largest angle (degrees) between an idealised axis and the model's bone for the bone to be used.
+_MAX_AXIS_DEVIATION = 60.0
+_MIRROR = np.array([-1.0, 1.0, 1.0])
+
+
+def _aligned_axes(axes: np.ndarray, bones: np.ndarray) -> np.ndarray:
+    """axes (J, 3, 3) rows [e1, e2, u] (left-side convention); bones (J, 3) the model's rest bone vectors in the
+    same convention (right-side bones mirrored), NaN rows kept idealised. Returns axes with u along the bone and
+    e1, e2 the idealised swing axes made perpendicular to it (Gram-Schmidt, signs kept)."""
+    out = axes.copy()
+    for row, bone in enumerate(bones):
+        length = np.linalg.norm(bone)
+        if not np.isfinite(length) or length < 1e-9:
+            continue
+        u = bone / length
+        if np.degrees(np.arccos(np.clip(u @ axes[row, 2], -1.0, 1.0))) > _MAX_AXIS_DEVIATION:
+            continue
+        e1 = axes[row, 0] - (axes[row, 0] @ u) * u
+        e1 /= np.linalg.norm(e1)
+        e2 = np.cross(u, e1)
+        out[row] = np.stack([e1, e2 if e2 @ axes[row, 1] >= 0 else -e2, u])
+    return out
+
+
+@dataclass(frozen=True)
+class _Axes:
+    """Per-joint axes for one sampling run: body rows 1..Jb, left hand, right hand (15 rows each)."""
+
+    body: np.ndarray
+    left_hand: np.ndarray
+    right_hand: np.ndarray
+
+
+def _rest_bones(body: str, rest: np.ndarray, slots: Sequence[int], ideal: np.ndarray,
+                mirror: np.ndarray) -> np.ndarray:
+    """Rest bone of each slot (to its child most aligned with the idealised axis: spine3 -> neck, an SMPL-X wrist ->
+    a finger base), in the left-side convention (right-side bones mirrored); NaN for leaves."""
+    from lib.kinematics.tree import TREES
+
+    children = TREES[body].children
+    bones = np.full((len(slots), 3), np.nan)
+    for row, slot in enumerate(slots):
+        kids = children.get(slot, ())
+        if not kids:
+            continue
+        candidates = (rest[list(kids)] - rest[slot]) * (_MIRROR if mirror[row] else 1.0)
+        unit = candidates / np.maximum(np.linalg.norm(candidates, axis=1, keepdims=True), 1e-12)
+        bones[row] = candidates[int(np.argmax(unit @ ideal[row]))]
+    return bones
+
+
+def _axes_for(body: str, rest_joints: np.ndarray | None) -> _Axes:
+    """Axes of the body rows (joints 1..21 / 1..23) and of both hands, idealised or aligned to ``rest_joints``
+    ((24, 3) SMPL or (76, 3) SMPL-X slots, METHOD.md section 1)."""
+    num_body = 23 if body == 'smpl' else 21
+    body_axes = _SMPL_TABLE.axes[1:1 + num_body]
+    left, right = _HAND_TABLE.axes, _HAND_TABLE.axes
+    if rest_joints is None:
+        return _Axes(body_axes, left, right)
+    rest = np.asarray(rest_joints, dtype=np.float64)
+    need = 24 if body == 'smpl' else 76
+    if rest.ndim != 2 or rest.shape[1] != 3 or len(rest) < need:
+        raise ValueError(f'rest_joints must be ({need}, 3) for {body}, got {rest.shape}')
+    body_mirror = _SMPL_TABLE.mirror[1:1 + num_body]
+    body_axes = _aligned_axes(body_axes, _rest_bones(body, rest, range(1, 1 + num_body), body_axes[:, 2],
+                                                     body_mirror))
+    if body == 'smplx':   # hand slots 25-39 (left) and 40-54 (right), in the hand table's order
+        left = _aligned_axes(left, _rest_bones(body, rest, range(25, 40), left[:, 2], np.zeros(15, bool)))
+        right = _aligned_axes(right, _rest_bones(body, rest, range(40, 55), right[:, 2], np.ones(15, bool)))
+    return _Axes(body_axes, left, right)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -296,8 +371,42 @@ def dofs_to_rotvec(dofs: np.ndarray, axes: np.ndarray, mirror: np.ndarray) -> np
     rad = np.deg2rad(dofs)
     swing = rad[..., 0:1] * axes[:, 0] + rad[..., 1:2] * axes[:, 1]
     twist = rad[..., 2:3] * axes[:, 2]
-    rotvec = roma.rotvec_composition([torch.from_numpy(swing), torch.from_numpy(twist)]).numpy()
+    rotvec = _compose_rotvecs(swing, twist)
     return np.where(mirror[:, None], mirror_rotvec(rotvec), rotvec)
+
+
+def _rotvec_to_quat(rotvec: np.ndarray) -> np.ndarray:
+    """(..., 3) -> (..., 4) unit quaternions (x, y, z, w)."""
+    angle = np.linalg.norm(rotvec, axis=-1, keepdims=True)
+    half = 0.5 * angle
+    # sin(half) / angle, with its series near 0
+    scale = np.where(angle > 1e-6, np.sin(half) / np.maximum(angle, 1e-300), 0.5 - angle ** 2 / 48.0)
+    return np.concatenate([rotvec * scale, np.cos(half)], -1)
+
+
+def _quat_to_rotvec(quat: np.ndarray) -> np.ndarray:
+    """(..., 4) unit quaternions (x, y, z, w) -> (..., 3) axis-angle with angle in [0, pi]."""
+    quat = np.where(quat[..., 3:] < 0.0, -quat, quat)
+    xyz, w = quat[..., :3], quat[..., 3:]
+    norm = np.linalg.norm(xyz, axis=-1, keepdims=True)
+    angle = 2.0 * np.arctan2(norm, w)
+    scale = np.where(norm > 1e-9, angle / np.maximum(norm, 1e-300), 2.0 / np.maximum(w, 1e-300))
+    return xyz * scale
+
+
+def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product of (x, y, z, w) quaternions: the rotation a @ b."""
+    av, aw = a[..., :3], a[..., 3:]
+    bv, bw = b[..., :3], b[..., 3:]
+    return np.concatenate([aw * bv + bw * av + np.cross(av, bv), aw * bw - (av * bv).sum(-1, keepdims=True)], -1)
+
+
+def _compose_rotvecs(*rotvecs: np.ndarray) -> np.ndarray:
+    """Axis-angle of the product R(r1) @ R(r2) @ ... (all (..., 3), broadcast)."""
+    quat = _rotvec_to_quat(rotvecs[0])
+    for r in rotvecs[1:]:
+        quat = _quat_mul(quat, _rotvec_to_quat(r))
+    return _quat_to_rotvec(quat)
 
 
 def _keypose_walk(fresh: np.ndarray, step: np.ndarray) -> np.ndarray:
@@ -349,6 +458,10 @@ def _couple_hand(rng: np.random.Generator, hand: np.ndarray) -> np.ndarray:
         noise = rng.uniform(-DIP_NOISE, DIP_NOISE, size=out.shape[:-2])
         lo, _, hi = _HAND_TABLE.ranges[s + 2, 0]
         out[..., s + 2, 0] = np.clip(ratio * out[..., s + 1, 0] + noise, lo, hi)
+        # keep the DIP's small deviation inside its swing ellipse for the new flexion
+        dev_lo, _, dev_hi = _HAND_TABLE.ranges[s + 2, 1]
+        room = np.sqrt(np.clip(1.0 - (out[..., s + 2, 0] / hi) ** 2, 0.0, 1.0))
+        out[..., s + 2, 1] = np.clip(out[..., s + 2, 1], dev_lo * room, dev_hi * room)
     t = _FINGER_SLOTS['thumb']
     amount = rng.uniform(0.0, 1.0, size=out.shape[:-2] + (1,))
     target = amount * np.asarray(OPPOSITION)
@@ -369,14 +482,13 @@ def _root_rotvec(layout: _Layout, rng: np.random.Generator) -> np.ndarray:
     yaw_vec[:, 1] = rad[:, 0]
     tilt_vec = np.stack([rad[:, 1], np.zeros(len(rad)), rad[:, 2]], -1)
     quat = rng.normal(size=(m, 4))                                                      # uniform random rotation
-    base = roma.unitquat_to_rotvec(torch.from_numpy(quat / np.linalg.norm(quat, axis=1, keepdims=True))).numpy()
+    base = _quat_to_rotvec(quat / np.linalg.norm(quat, axis=1, keepdims=True))
     base[rng.uniform(size=m) >= ROOT_FREE_FRACTION] = 0.0
-    return roma.rotvec_composition([torch.from_numpy(base[layout.seq]), torch.from_numpy(yaw_vec),
-                                    torch.from_numpy(tilt_vec)]).numpy()
+    return _compose_rotvecs(base[layout.seq], yaw_vec, tilt_vec)
 
 
 def _sample(body: str, n: int, seed: int, kids: float, seq: SequenceConfig, vid_prefix: str | None,
-            salt: Sequence[int]) -> SyntheticPoses:
+            salt: Sequence[int], rest_joints: np.ndarray | None) -> SyntheticPoses:
     if n < 1:
         raise ValueError(f'n must be >= 1, got {n}')
     if not 0.0 <= kids <= 1.0:
@@ -384,12 +496,13 @@ def _sample(body: str, n: int, seed: int, kids: float, seq: SequenceConfig, vid_
     r_layout, r_body, r_root, r_shape, r_hand, r_couple = _rng_streams(seed, _BODY_CODE[body], *salt)
     layout = _Layout(n, r_layout, seq)
     m, k = layout.num_seqs, layout.num_keys
+    axes = _axes_for(body, rest_joints)
 
     fresh = _sample_angles(r_body, _SMPL_TABLE.ranges[1:22 if body == 'smplx' else 24], (m, k),
                            seq.beta_concentration)
     dofs_body = layout.interpolate(_keypose_walk(fresh, layout.step))                  # (N, Jb, 3)
     table_rows = slice(1, 1 + dofs_body.shape[1])
-    body_rotvec = dofs_to_rotvec(dofs_body, _SMPL_TABLE.axes[table_rows], _SMPL_TABLE.mirror[table_rows])
+    body_rotvec = dofs_to_rotvec(dofs_body, axes.body, _SMPL_TABLE.mirror[table_rows])
     root = _root_rotvec(layout, r_root)
 
     betas = r_shape.standard_normal((m, 10))
@@ -407,7 +520,7 @@ def _sample(body: str, n: int, seed: int, kids: float, seq: SequenceConfig, vid_
         fresh_h = _sample_angles(r_hand, _HAND_TABLE.ranges, (m, k, 2), seq.beta_concentration)
         fresh_h = _couple_hand(r_couple, fresh_h)
         hand_dofs = layout.interpolate(_keypose_walk(fresh_h, layout.step))            # (N, 2, 15, 3)
-        hands = _hand_rotvec(hand_dofs)
+        hands = _hand_rotvec(hand_dofs, axes)
         zeros = np.zeros((n, 3, 3))                                                     # jaw, left eye, right eye
         pose = np.concatenate([root[:, None], body_rotvec, zeros, hands[:, 0], hands[:, 1]], 1)
         dofs = np.concatenate([np.zeros((n, 1, 3)), dofs_body, zeros, hand_dofs[:, 0], hand_dofs[:, 1]], 1)
@@ -415,35 +528,49 @@ def _sample(body: str, n: int, seed: int, kids: float, seq: SequenceConfig, vid_
                           dofs=dofs, hand_dofs=hand_dofs)
 
 
-def _hand_rotvec(hand_dofs: np.ndarray) -> np.ndarray:
+def _hand_rotvec(hand_dofs: np.ndarray, axes: _Axes | None = None) -> np.ndarray:
     """(..., 2, 15, 3) angles (left-hand convention for both) -> axis-angle, the right hand (index 1) mirrored."""
-    left = dofs_to_rotvec(hand_dofs[..., 0, :, :], _HAND_TABLE.axes, np.zeros(15, dtype=bool))
-    right = dofs_to_rotvec(hand_dofs[..., 1, :, :], _HAND_TABLE.axes, np.ones(15, dtype=bool))
+    axes = axes or _axes_for('smplx', None)
+    left = dofs_to_rotvec(hand_dofs[..., 0, :, :], axes.left_hand, np.zeros(15, dtype=bool))
+    right = dofs_to_rotvec(hand_dofs[..., 1, :, :], axes.right_hand, np.ones(15, dtype=bool))
     return np.stack([left, right], -3)
 
 
+_REST_DOC = """``rest_joints`` (optional, (24, 3) SMPL / (76, 3) SMPL-X slots): a body model's rest joints (e.g. of
+    beta = 0); each twist axis then follows the model's rest bone (within 60 degrees of the idealised axis) and the
+    swing axes are made perpendicular to it, so the sampled twist is the twist the db stores (METHOD.md section 6)
+    up to shape variation. Without it the idealised axes are used."""
+
+
 def sample_smpl_poses(n: int, seed: int, *, kids: float = 0.0, sequence: SequenceConfig = SequenceConfig(),
-                      vid_prefix: str | None = None, salt: Sequence[int] = ()) -> SyntheticPoses:
-    """``n`` SMPL frames (pose (n, 24, 3)) in sequences; deterministic given (n, seed, kids, sequence, salt).
+                      vid_prefix: str | None = None, salt: Sequence[int] = (),
+                      rest_joints: np.ndarray | None = None) -> SyntheticPoses:
+    """``n`` SMPL frames (pose (n, 24, 3)) in sequences; deterministic given the arguments.
 
     ``kids`` is the fraction of sequences that are children (11th beta ~ U(0, 1); betas get 11 columns whenever
-    kids > 0). ``salt`` extra integers mixed into the seed (used for the split).
+    kids > 0). ``salt``: extra integers mixed into the seed (the split). ``vid_prefix``: vid_name prefix.
     """
-    return _sample('smpl', n, seed, kids, sequence, vid_prefix, salt)
+    return _sample('smpl', n, seed, kids, sequence, vid_prefix, salt, rest_joints)
 
 
 def sample_smplx_poses(n: int, seed: int, *, kids: float = 0.0, sequence: SequenceConfig = SequenceConfig(),
-                       vid_prefix: str | None = None, salt: Sequence[int] = ()) -> SyntheticPoses:
+                       vid_prefix: str | None = None, salt: Sequence[int] = (),
+                       rest_joints: np.ndarray | None = None) -> SyntheticPoses:
     """``n`` SMPL-X frames (pose (n, 55, 3): root, body 1-21 as SMPL, jaw and eyes zero, left hand, right hand)."""
-    return _sample('smplx', n, seed, kids, sequence, vid_prefix, salt)
+    return _sample('smplx', n, seed, kids, sequence, vid_prefix, salt, rest_joints)
 
 
-def sample_hand_poses(n: int, seed: int, concentration: float = 2.0) -> np.ndarray:
+sample_smpl_poses.__doc__ += '\n    ' + _REST_DOC
+sample_smplx_poses.__doc__ += '\n    ' + _REST_DOC
+
+
+def sample_hand_poses(n: int, seed: int, concentration: float = 2.0,
+                      rest_joints: np.ndarray | None = None) -> np.ndarray:
     """``n`` independent hand-pose pairs: (n, 2, 15, 3) axis-angle, [:, 0] left and [:, 1] right hand, in SMPL-X
-    order (index, middle, pinky, ring, thumb; 3 joints each)."""
+    order (index, middle, pinky, ring, thumb; 3 joints each). ``rest_joints``: (76, 3) SMPL-X slots, optional."""
     r_hand, r_couple = _rng_streams(seed, 7, count=2)
     dofs = _couple_hand(r_couple, _sample_angles(r_hand, _HAND_TABLE.ranges, (n, 2), concentration))
-    return _hand_rotvec(dofs)
+    return _hand_rotvec(dofs, _axes_for('smplx', rest_joints))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -502,11 +629,15 @@ def make_synthetic_db(body: str, n: int, seed: int, body_model: Any, *, split: s
         raise ValueError(f"body must be 'smpl' or 'smplx', got {body!r}")
     if split not in _SPLIT_CODE:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    model = _load_body_model(body, body_model, kid_template_path)
+    with torch.no_grad():
+        zero = torch.zeros(1, model.num_betas, dtype=model.dtype, device=model.device)
+        rest = model.rest_joints(zero)[0].to(torch.float64).cpu().numpy()
     sampler = sample_smpl_poses if body == 'smpl' else sample_smplx_poses
-    poses = sampler(n, seed, kids=kids, vid_prefix=f'synthetic_{body}_{split}_s{seed}', salt=(_SPLIT_CODE[split],))
+    poses = sampler(n, seed, kids=kids, vid_prefix=f'synthetic_{body}_{split}_s{seed}', salt=(_SPLIT_CODE[split],),
+                    rest_joints=rest)
     pose32 = poses.pose.astype(np.float32)
     betas32 = poses.betas.astype(np.float32)
-    model = _load_body_model(body, body_model, kid_template_path)
     twist = compute_twist_angles(body, pose32.astype(np.float64), betas32.astype(np.float64), model,
                                  batch_size=batch_size, progress=progress,
                                  desc=f'synthetic {body} {split} db').astype(np.float32)
@@ -523,6 +654,17 @@ def synthetic_db_path(db_dir: str | os.PathLike, split: str) -> Path:
     return Path(db_dir) / f'synthetic_{split}_db.pt'
 
 
+def _file_tag(path: Any) -> str | None:
+    """'<name>:<sha1 prefix>' of a model file, so a db made on another model is regenerated; None for objects."""
+    if not isinstance(path, (str, os.PathLike)) or not Path(path).is_file():
+        return None
+    digest = hashlib.sha1()
+    with open(path, 'rb') as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b''):
+            digest.update(chunk)
+    return f'{Path(path).name}:{digest.hexdigest()[:12]}'
+
+
 def _meta_path(path: Path) -> Path:
     return path.with_suffix('.json')
 
@@ -535,14 +677,16 @@ def ensure_synthetic_db(body: str, split: str, db_dir: str | os.PathLike, body_m
 
     A generated db has a sidecar ``synthetic_<split>_db.json`` with its parameters; when they differ from the
     requested ones (n, seed, kids, body) the db is regenerated. A db without a sidecar (user supplied) is used as
-    it is. Writing is atomic (temporary file + rename), so concurrent callers never see a partial file.
+    it is. The sidecar also records the body model file's digest, so a db made on a different model is
+    regenerated. Writing is atomic (temporary file + rename), so concurrent callers never see a partial file.
     """
     from lib.data.db import write_db
 
     seed = DEFAULT_SEEDS[split] if seed is None else int(seed)
     path = synthetic_db_path(db_dir, split)
     meta = {'generator': 'lib.data.synthetic', 'version': SYNTHETIC_FORMAT_VERSION, 'body': body, 'split': split,
-            'n': int(n), 'seed': seed, 'kids': float(kids)}
+            'n': int(n), 'seed': seed, 'kids': float(kids), 'body_model': _file_tag(body_model_path),
+            'kid_template': _file_tag(kid_template_path) if kids > 0 else None}
     if path.is_file():
         meta_file = _meta_path(path)
         if not meta_file.is_file():
@@ -555,6 +699,7 @@ def ensure_synthetic_db(body: str, split: str, db_dir: str | os.PathLike, body_m
             return path
         print(f'[synthetic] {path} was generated with {old}; regenerating with {meta}')
     path.parent.mkdir(parents=True, exist_ok=True)
+    _meta_path(path).unlink(missing_ok=True)
     if progress:
         print(f'[synthetic] generating {path} ({n} {body} frames, seed {seed}); done once, then reused')
     db = make_synthetic_db(body, n, seed, body_model_path, split=split, kids=kids,

@@ -1,7 +1,8 @@
 """The training step's forward pass and losses (METHOD.md section 8), shared by training and validation.
 
 Training never runs Shape Inverse or PR-C: the body is known (ground-truth betas), the root rotation is zeroed and
-the network sees the ground-truth joints. MixIK's mesh is compared with the ground-truth mesh.
+the network sees the ground-truth joints. MixIK's mesh is compared with the ground-truth mesh. With VERT_W = 0 and
+THETA_W = 0 (a cheap pre-training stage) no mesh and no IK are computed at all.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from lib.solver.twist import part_phis, phi_per_joint
 class StepOutput:
     loss: Tensor
     terms: dict[str, Tensor]        # scalar loss terms (weighted sum = loss)
-    mixik_mpve: Tensor              # (B,) mm
+    mixik_mpve: Tensor | None       # (B,) mm, when the mesh was computed (VERT_W > 0 or validation)
     analyik_mpve: Tensor | None     # (B,) mm, only when asked for
 
 
@@ -37,24 +38,32 @@ def training_step(tree: KinematicTree, body_model: BodyModel, network, batch: di
                   with_analyik: bool = False) -> StepOutput:
     """Ground truth -> network twists -> MixIK -> mesh; losses PHI / THETA / VERT weighted by ``weights``."""
     betas = batch["betas"]
-    truth = body_model(root_zeroed(batch["pose"]), betas)
+    pose = root_zeroed(batch["pose"])
+    rest = body_model.rest_joints(betas)
+    if with_analyik or weights.get("vert", 0.0) > 0:
+        truth = body_model(pose, betas)
+        posed = truth.joints
+    else:  # the twist loss alone needs joints only: no mesh
+        truth, posed = None, body_model.posed_joints(pose, betas)
     root = tree.root
-    rest = truth.joints_t - truth.joints_t[:, root:root + 1]
-    target = truth.joints - truth.joints[:, root:root + 1]
+    rest = rest - rest[:, root:root + 1]
+    target = posed - posed[:, root:root + 1]
 
     phi_true = part_phis(tree, batch["twist_angle"])
     phi_pred = network(target, betas[:, :10])
-    rotmats = solve_rotations(tree, rest, target, phi_per_joint(tree, phi_pred))
-    vertices = body_model(rotmats, betas).vertices
-
     terms = {"phi": sum(F.mse_loss(pred, true) for pred, true in zip(phi_pred, phi_true))}
+    mixik_mpve = None
+    if truth is not None or weights.get("theta", 0.0) > 0:
+        rotmats = solve_rotations(tree, rest, target, phi_per_joint(tree, phi_pred))
     if weights.get("theta", 0.0) > 0:
         with torch.no_grad():
             oracle = solve_rotations(tree, rest, target, phi_per_joint(tree, phi_true))
         terms["theta"] = sum(F.mse_loss(rotmats[:, list(p.twist_joints)], oracle[:, list(p.twist_joints)])
                              for p in tree.parts)
-    vertex_error = (vertices - truth.vertices).norm(dim=-1)
-    terms["vert"] = vertex_error.mean()
+    if truth is not None:
+        vertex_error = (body_model(rotmats, betas).vertices - truth.vertices).norm(dim=-1)
+        terms["vert"] = vertex_error.mean()
+        mixik_mpve = vertex_error.detach().mean(dim=1) * 1000.0
     loss = sum(weights.get(name, 0.0) * value for name, value in terms.items())
 
     analyik = None
@@ -62,4 +71,4 @@ def training_step(tree: KinematicTree, body_model: BodyModel, network, batch: di
         with torch.no_grad():
             analytic = body_model(solve_rotations(tree, rest, target), betas).vertices
             analyik = mpve(analytic, truth.vertices)
-    return StepOutput(loss, terms, vertex_error.detach().mean(dim=1) * 1000.0, analyik)
+    return StepOutput(loss, terms, mixik_mpve, analyik)

@@ -10,7 +10,7 @@ from yacs.config import CfgNode
 from lib.core.config import resolve_path
 from lib.engine.build import (build_body_model, build_network, build_solver, configure_cudnn, seed_everything,
                               select_device)
-from lib.engine.data import eval_dataset
+from lib.data.db import build_dataset
 from lib.engine.evaluator import evaluate, format_table, results_record, write_record
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def evaluate_from_config(cfg: CfgNode) -> dict:
     solver = build_solver(cfg, body_model)
     network = build_network(cfg, device, cfg.MODEL.PRETRAINED) if cfg.MODEL.PRETRAINED else None
 
-    dataset = eval_dataset(cfg)
+    dataset = build_dataset(cfg, cfg.TRAIN.DATASET_EVAL, "test")
     if cfg.EVAL.MAX_SAMPLES:
         dataset = torch.utils.data.Subset(dataset, range(min(cfg.EVAL.MAX_SAMPLES, len(dataset))))
     loader = DataLoader(dataset, batch_size=cfg.TRAIN.BATCH_SIZE, shuffle=False, num_workers=cfg.NUM_WORKERS)

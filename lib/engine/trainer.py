@@ -11,7 +11,6 @@ import math
 import os
 import shutil
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -23,8 +22,8 @@ from tqdm import tqdm
 from yacs.config import CfgNode
 
 from lib.core.config import resolve_path
+from lib.data.db import build_dataset
 from lib.engine.build import build_body_model, build_network, configure_cudnn, seed_everything, select_device, tree_for
-from lib.engine.data import eval_dataset, train_dataset
 from lib.engine.losses import training_step
 from lib.models.checkpoint import load_checkpoint, load_pan_weights, save_checkpoint
 
@@ -57,6 +56,10 @@ class Distributed:
         tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(tensor)
         return tensor.tolist()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
 
     def close(self) -> None:
         # A barrier before tearing down keeps ranks from aborting at exit on small machines.
@@ -98,8 +101,7 @@ class Trainer:
         if self.dist.is_main:
             self.logdir.mkdir(parents=True, exist_ok=True)
             (self.logdir / "config.yaml").write_text(cfg.dump())
-        if self.dist.enabled:
-            dist.barrier()
+        self.dist.barrier()
         _setup_logging(self.logdir, self.dist.is_main)
         self.writer = SummaryWriter(str(self.logdir)) if self.dist.is_main else None
 
@@ -118,8 +120,12 @@ class Trainer:
         if cfg.TRAIN.RESUME:
             self._resume(resolve_path(cfg.TRAIN.RESUME))
 
-        self.train_set = train_dataset(cfg)
-        self.val_set = eval_dataset(cfg)
+        # rank 0 first: it generates a missing synthetic db while the other ranks wait, then they read it
+        for turn in (True, False):
+            if self.dist.is_main == turn:
+                self.train_set = build_dataset(cfg, list(cfg.TRAIN.DATASETS_3D), "train", progress=turn)
+                self.val_set = build_dataset(cfg, cfg.TRAIN.DATASET_EVAL, "test", progress=turn)
+            self.dist.barrier()
         self.sampler = DistributedSampler(self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank,
                                           shuffle=True, seed=cfg.SEED_VALUE) if self.dist.enabled else None
         self.loader = DataLoader(self.train_set, batch_size=cfg.TRAIN.BATCH_SIZE, shuffle=self.sampler is None,
@@ -188,20 +194,23 @@ class Trainer:
             out.loss.backward()
             self.optimizer.step()
             total, count = total + out.loss.item(), count + 1
-            bar.set_postfix(loss=f"{total / count:.4f}", mpve=f"{out.mixik_mpve.mean().item():.1f}")
+            bar.set_postfix(loss=f"{total / count:.4f}",
+                            **({} if out.mixik_mpve is None else {"mpve": f"{out.mixik_mpve.mean().item():.1f}"}))
             if self.writer is not None:
                 global_step = epoch * steps + step
                 self.writer.add_scalar("train/loss", out.loss.item(), global_step)
                 for name, value in out.terms.items():
                     self.writer.add_scalar(f"train/loss_{name}", value.item(), global_step)
-                self.writer.add_scalar("train/mixik_mpve_mm", out.mixik_mpve.mean().item(), global_step)
+                if out.mixik_mpve is not None:
+                    self.writer.add_scalar("train/mixik_mpve_mm", out.mixik_mpve.mean().item(), global_step)
         return total / max(count, 1)
 
     @torch.no_grad()
     def validate(self, epoch: int) -> tuple[float, float]:
         """Per-sample MixIK and AnalyIK MPVE (mm) on this rank's shard, summed over ranks."""
         self.model.eval()
-        indices = list(range(self.dist.rank, len(self.val_set), self.dist.world_size))
+        size = min(self.cfg.TRAIN.VAL_MAX_SAMPLES or len(self.val_set), len(self.val_set))
+        indices = list(range(self.dist.rank, size, self.dist.world_size))
         shard = torch.utils.data.Subset(self.val_set, indices)
         loader = DataLoader(shard, batch_size=self.cfg.TRAIN.BATCH_SIZE, shuffle=False,
                             num_workers=self.cfg.NUM_WORKERS)

@@ -6,10 +6,10 @@
     out.vertices, out.joints, out.joints_t
     body.rest_joints(betas)              # == out.joints_t from a precomputed linear map (no mesh)
 
-The math is smplx's (`blend_shapes`, `vertices2joints`, `batch_rodrigues`, `batch_rigid_transform` and its linear
-blend skinning, in the same order), so results match `smplx.SMPL` / `smplx.SMPLX`; the module here only validates
-inputs, holds buffers and additionally returns the rest joints of the shaped template. Nothing is unpickled by
-numpy or smplx: `.pkl` files go through `safe_pickle`, `.npz` files are read with `allow_pickle=False`.
+The math is smplx's (`blend_shapes`, `vertices2joints`, `batch_rodrigues`, `batch_rigid_transform`, its linear
+blend skinning), so results match `smplx.SMPL` / `smplx.SMPLX` to float rounding; the module here validates inputs,
+holds buffers and also returns the rest joints of the shaped template. Nothing is unpickled by numpy or smplx:
+`.pkl` files go through `safe_pickle`, `.npz` files are read with `allow_pickle=False`.
 """
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ DEFAULT_BODY_MODEL = 'data/open/smpl/OPEN_SMPL_NEUTRAL.npz'
 _MODEL_SOURCES = ('real SMPL files come from https://smpl.is.tue.mpg.de and SMPL-X files from '
                   f'https://smpl-x.is.tue.mpg.de (registration, own licence); the open model {DEFAULT_BODY_MODEL} '
                   'is the default')
+_KID_SOURCES = ('the kid templates smpl_kid_template.npy / smplx_kid_template.npy come with AGORA '
+                '(https://agora.is.tue.mpg.de); the open ones are data/open/smpl/open_smpl_kid_template.npy and '
+                'data/open/smplx/open_smplx_kid_template.npy')
 
 # Keys every body-model file must provide as plain numeric arrays.
 REQUIRED_KEYS = ('v_template', 'shapedirs', 'posedirs', 'J_regressor', 'weights', 'kintree_table', 'f')
@@ -46,12 +49,12 @@ VERTEX_JOINT_NAMES = ('nose', 'reye', 'leye', 'rear', 'lear',
 @dataclass(frozen=True)
 class _ModelSpec:
     num_pose_joints: int       # rotations in a pose (root included)
-    max_betas: int             # shape columns before smplx's expression block
     vertex_joints: bool        # append smplx's 21 vertex joints (face, feet, fingertips) to the skeleton
 
 
-_SPECS = {'smpl': _ModelSpec(num_pose_joints=24, max_betas=300, vertex_joints=False),
-          'smplx': _ModelSpec(num_pose_joints=55, max_betas=300, vertex_joints=True)}
+_SPECS = {'smpl': _ModelSpec(num_pose_joints=24, vertex_joints=False),
+          'smplx': _ModelSpec(num_pose_joints=55, vertex_joints=True)}
+_MAX_BETAS = 300  # smplx's SHAPE_SPACE_DIM: in SMPL-X files the expression directions follow column 300
 _SMPLX_PACKAGE_NUM_VERTICES = 10475  # the licensed SMPL-X topology that smplx's own vertex ids belong to
 
 
@@ -59,8 +62,8 @@ _SMPLX_PACKAGE_NUM_VERTICES = 10475  # the licensed SMPL-X topology that smplx's
 # Loading
 # ---------------------------------------------------------------------------------------------------------------
 
-def _missing_file_message(path: Path, config_key: str, what: str = 'body model file') -> str:
-    return f'{what} not found: {path} (set by the config key {config_key}); {_MODEL_SOURCES}'
+def _missing_file_message(path: Path, config_key: str, what: str, sources: str) -> str:
+    return f'{what} not found: {path} (set by the config key {config_key}); {sources}'
 
 
 def load_body_model_data(path: str | Path, config_key: str = 'DATA.BODY_MODEL') -> dict[str, np.ndarray]:
@@ -73,7 +76,7 @@ def load_body_model_data(path: str | Path, config_key: str = 'DATA.BODY_MODEL') 
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(_missing_file_message(path, config_key))
+        raise FileNotFoundError(_missing_file_message(path, config_key, 'body model file', _MODEL_SOURCES))
     suffix = path.suffix.lower()
     if suffix == '.pkl':
         raw = load_pickle(path)
@@ -113,7 +116,7 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 
 def _numeric_array(value: object) -> np.ndarray | None:
     """A plain numeric ndarray for numbers / numeric arrays; None for anything else (dropped)."""
-    if isinstance(value, (bool, int, float)) and not isinstance(value, np.ndarray):
+    if isinstance(value, (bool, int, float)):
         return np.asarray(value)
     if type(value) is np.ndarray and value.dtype.kind in 'biuf':
         return value
@@ -123,7 +126,7 @@ def _numeric_array(value: object) -> np.ndarray | None:
 def _load_kid_template(path: str | Path, config_key: str = 'DATA.KID_TEMPLATE') -> np.ndarray:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(_missing_file_message(path, config_key, what='kid template file'))
+        raise FileNotFoundError(_missing_file_message(path, config_key, 'kid template file', _KID_SOURCES))
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
@@ -163,14 +166,13 @@ def _parents(kintree_table: np.ndarray) -> np.ndarray:
     return parents
 
 
-def _shape_basis(data: Mapping[str, np.ndarray], spec: _ModelSpec, num_betas: int,
-                 kid_template: np.ndarray | None) -> np.ndarray:
+def _shape_basis(data: Mapping[str, np.ndarray], num_betas: int, kid_template: np.ndarray | None) -> np.ndarray:
     """(V, 3, num_betas [+1]) float64: the first num_betas shape directions, then the kid direction if given.
 
     The kid direction is smplx's `age='kid'` one: (kid template - its vertex mean) - v_template.
     """
     shapedirs = np.asarray(data['shapedirs'], dtype=np.float64)
-    available = min(shapedirs.shape[2], spec.max_betas)
+    available = min(shapedirs.shape[2], _MAX_BETAS)
     if not 1 <= num_betas <= available:
         raise ValueError(f'num_betas must be in [1, {available}] for this model file, got {num_betas}')
     basis = shapedirs[:, :, :num_betas]
@@ -204,15 +206,15 @@ def _vertex_ids(data: Mapping[str, np.ndarray], model_type: str) -> dict[str, in
 # ---------------------------------------------------------------------------------------------------------------
 
 def _skin(v_posed: torch.Tensor, lbs_weights: torch.Tensor, transforms: torch.Tensor) -> torch.Tensor:
-    """Linear blend skinning as smplx does it.
+    """Linear blend skinning: each vertex moved by its weighted blend of the joint transforms (smplx's `lbs`
+    without the constant last row of the 4x4 matrices and the homogeneous coordinate).
 
     v_posed (B, V, 3), lbs_weights (V, J), transforms (B, J, 4, 4) relative to the rest pose -> (B, V, 3).
     """
     batch, num_joints = transforms.shape[:2]
-    per_vertex = torch.matmul(lbs_weights, transforms.reshape(batch, num_joints, 16)).reshape(batch, -1, 4, 4)
-    ones = torch.ones_like(v_posed[..., :1])
-    homogeneous = torch.cat([v_posed, ones], dim=2).unsqueeze(-1)
-    return torch.matmul(per_vertex, homogeneous)[:, :, :3, 0]
+    blended = torch.matmul(lbs_weights, transforms[:, :, :3, :].reshape(batch, num_joints, 12))    # (B, V, 12)
+    blended = blended.reshape(batch, -1, 3, 4)
+    return torch.einsum('bvij,bvj->bvi', blended[..., :3], v_posed) + blended[..., 3]
 
 
 class BodyOutput(NamedTuple):
@@ -240,14 +242,17 @@ class BodyModel(torch.nn.Module):
             raise ValueError(f'dtype must be a floating point type, got {dtype}')
         spec = _SPECS[model_type]
         _check_model_arrays(data, spec, model_type)
-        shapedirs = _shape_basis(data, spec, num_betas, kid_template)
+        shapedirs = _shape_basis(data, num_betas, kid_template)
 
         self.model_type = model_type
         self.num_betas = shapedirs.shape[2]
         self.num_pose_joints = spec.num_pose_joints
 
         def buffer(name: str, array: np.ndarray, buffer_dtype: torch.dtype = dtype) -> None:
-            self.register_buffer(name, torch.as_tensor(np.ascontiguousarray(array)).to(buffer_dtype))
+            # Not persistent: the arrays come from the model file, so checkpoints of modules holding a BodyModel
+            # neither carry them (tens of MB) nor need them to load.
+            tensor = torch.as_tensor(np.ascontiguousarray(array)).to(buffer_dtype)
+            self.register_buffer(name, tensor, persistent=False)
 
         num_verts = len(data['v_template'])
         buffer('v_template', np.asarray(data['v_template'], dtype=np.float64))                         # (V, 3)
@@ -257,12 +262,15 @@ class BodyModel(torch.nn.Module):
         buffer('lbs_weights', np.asarray(data['weights'], dtype=np.float64))                            # (V, J)
         buffer('parents', _parents(data['kintree_table']), torch.long)                                  # (J,)
         buffer('faces', np.asarray(data['f'], dtype=np.int64), torch.long)                              # (F, 3)
+        self.pose_blend_shapes = bool(np.any(data['posedirs']))
 
         vertex_joint_ids = np.zeros(0, dtype=np.int64)
         self.vertex_joint_selector = None
         if spec.vertex_joints:
-            self.vertex_joint_selector = VertexJointSelector(vertex_ids=_vertex_ids(data, model_type))
-            vertex_joint_ids = self.vertex_joint_selector.extra_joints_idxs.numpy()
+            selector = VertexJointSelector(vertex_ids=_vertex_ids(data, model_type))
+            vertex_joint_ids = selector.extra_joints_idxs.numpy()
+            selector.register_buffer('extra_joints_idxs', selector.extra_joints_idxs, persistent=False)
+            self.vertex_joint_selector = selector
         self.num_joints = spec.num_pose_joints + len(vertex_joint_ids)
 
         template, directions = _rest_joint_map(data, shapedirs, vertex_joint_ids)
@@ -335,9 +343,11 @@ class BodyModel(torch.nn.Module):
 
         v_shaped = self.v_template + blend_shapes(betas, self.shapedirs)                       # (B, V, 3)
         joints_rest = vertices2joints(self.J_regressor, v_shaped)                              # (B, P, 3)
-        identity = torch.eye(3, dtype=self.dtype, device=self.device)
-        pose_feature = (rot_mats[:, 1:] - identity).reshape(batch, -1)                        # (B, 9(P-1))
-        v_posed = torch.matmul(pose_feature, self.posedirs).reshape(batch, -1, 3) + v_shaped
+        v_posed = v_shaped
+        if self.pose_blend_shapes:  # False for all-zero posedirs (the open models): skips a (B, 9(P-1), 3V) product
+            identity = torch.eye(3, dtype=self.dtype, device=self.device)
+            pose_feature = (rot_mats[:, 1:] - identity).reshape(batch, -1)                    # (B, 9(P-1))
+            v_posed = torch.matmul(pose_feature, self.posedirs).reshape(batch, -1, 3) + v_shaped
         joints, transforms = batch_rigid_transform(rot_mats, joints_rest, self.parents, dtype=self.dtype)
         vertices = _skin(v_posed, self.lbs_weights, transforms)
 
@@ -345,6 +355,29 @@ class BodyModel(torch.nn.Module):
             joints = self.vertex_joint_selector(vertices, joints)
             joints_rest = self.vertex_joint_selector(v_shaped, joints_rest)
         return BodyOutput(vertices=vertices, joints=joints, joints_t=joints_rest)
+
+    def posed_joints(self, pose: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+        """pose, betas as `forward` -> (B, J, 3) posed joints (== forward(...).joints) without skinning the mesh.
+
+        Skeleton joints come from the rest-joint map and the kinematic chain; vertex joints (SMPL-X) skin only their
+        own vertices. Used where only joints are needed (e.g. training on the twist loss alone).
+        """
+        rot_mats = self._rotation_matrices(pose)
+        batch = rot_mats.shape[0]
+        rest = self.rest_joints(self._check_betas(betas, batch)).expand(batch, -1, -1)
+        num = self.num_pose_joints
+        joints, transforms = batch_rigid_transform(rot_mats, rest[:, :num].contiguous(), self.parents,
+                                                   dtype=self.dtype)
+        if self.vertex_joint_selector is None:
+            return joints
+        ids = self.vertex_joint_selector.extra_joints_idxs
+        v_posed = rest[:, num:]
+        if self.pose_blend_shapes:
+            identity = torch.eye(3, dtype=self.dtype, device=self.device)
+            pose_feature = (rot_mats[:, 1:] - identity).reshape(batch, -1)
+            columns = (3 * ids[:, None] + torch.arange(3, device=ids.device)).reshape(-1)
+            v_posed = v_posed + torch.matmul(pose_feature, self.posedirs[:, columns]).reshape(batch, -1, 3)
+        return torch.cat([joints, _skin(v_posed, self.lbs_weights[ids], transforms)], dim=1)
 
     def rest_joints(self, betas: torch.Tensor) -> torch.Tensor:
         """betas (B, num_betas) -> (B, J, 3) rest joints of the shaped template (== forward(...).joints_t),

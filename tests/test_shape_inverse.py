@@ -1,0 +1,96 @@
+"""Shape Inverse on the open body model, and the skeleton_2_beta file (official layout, safe loading)."""
+import io
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from lib.core.config import REPO_ROOT
+from lib.kinematics.tree import SMPL_TREE
+from lib.models.body_model import BodyModel
+from lib.models.skeleton_2_beta import load_skeleton_2_beta, save_skeleton_2_beta
+from lib.solver.shape_inverse import ShapeInverse, bone_lengths, fit_bone_length_model
+
+OPEN_SMPL = REPO_ROOT / "data/open/smpl/OPEN_SMPL_NEUTRAL.npz"
+
+
+@pytest.fixture(scope="module")
+def open_smpl():
+    return BodyModel.from_file(OPEN_SMPL, dtype=torch.float64)
+
+
+def test_bone_lengths_average_pairs():
+    joints = torch.zeros(1, 24, 3, dtype=torch.float64)
+    joints[0, 1] = torch.tensor([0.1, 0.0, 0.0])   # left hip offset 100 mm
+    joints[0, 2] = torch.tensor([0.0, -0.3, 0.0])  # right hip offset 300 mm
+    lengths = bone_lengths(SMPL_TREE, joints)
+    assert lengths.shape == (1, 14)
+    assert lengths[0, 0].item() == pytest.approx(200.0)  # (100 + 300) / 2, in mm
+
+
+def test_fit_recovers_an_exactly_linear_model():
+    # rest joints whose bone lengths change exactly linearly along one axis: lengths = base + A beta
+    base = torch.zeros(24, 3, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    slope = torch.rand(24, generator=gen, dtype=torch.float64) * 0.01
+
+    def rest_joints(betas):
+        out = torch.zeros(betas.shape[0], 24, 3, dtype=torch.float64)
+        for j in range(1, 24):
+            p = SMPL_TREE.parents[j]
+            out[:, j] = out[:, p] + torch.stack([0.1 + slope[j] * betas[:, 0], 0 * betas[:, 0], 0 * betas[:, 0]], 1)
+        return out + base
+
+    matrix, residual = fit_bone_length_model(SMPL_TREE, rest_joints, num_betas=2, num_samples=200, sigma=0.5)
+    assert residual < 1e-9
+    assert torch.allclose(matrix[:, 1], torch.zeros(14, dtype=torch.float64), atol=1e-9)
+    assert matrix[0, 0].item() == pytest.approx(1000 * (slope[1] + slope[2]).item() / 2)
+
+
+def test_shape_inverse_recovers_betas_on_the_open_model(open_smpl):
+    matrix, residual = fit_bone_length_model(SMPL_TREE, open_smpl.rest_joints, open_smpl.num_betas)
+    assert residual < 2.0  # mm: bone lengths are close to linear in beta on this model
+    solver = ShapeInverse(SMPL_TREE, matrix, open_smpl.rest_joints(torch.zeros(1, 10, dtype=torch.float64))[0])
+    betas = torch.randn(256, 10, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    pose = torch.randn(256, 24, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 0.4
+    joints = open_smpl(pose, betas).joints  # posed: bone lengths do not depend on pose
+    estimate = solver(joints)
+    assert (estimate - betas).abs().mean() < 0.05
+    # and a pure translation / rotation of the skeleton changes nothing
+    assert torch.allclose(solver(joints + 1.0), estimate, atol=1e-9)
+
+
+def test_skeleton_2_beta_round_trip_in_official_layout(tmp_path):
+    matrix = np.random.default_rng(0).normal(size=(14, 10))
+    path = save_skeleton_2_beta(tmp_path / "skeleton_2_beta.npz", matrix)
+    # what the reference does with the file
+    official = np.load(path, allow_pickle=True)["lr"].item()["A1"]
+    assert torch.is_tensor(official) and tuple(official.shape) == (14, 10)
+    assert np.array_equal(load_skeleton_2_beta(path), matrix)
+
+
+class _Exploit:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_skeleton_2_beta_loading_runs_no_code(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = np.empty((), dtype=object)
+    payload[()] = {"A1": _Exploit(marker)}
+    path = tmp_path / "evil.npz"
+    np.savez(path, lr=payload)
+    with pytest.raises(ValueError, match="refused to load 'posix.system'"):
+        load_skeleton_2_beta(path)
+    assert not marker.exists()
+
+
+def test_skeleton_2_beta_missing_file_names_the_key(tmp_path):
+    with pytest.raises(FileNotFoundError, match="DATA.SKELETON_2_BETA"):
+        load_skeleton_2_beta(tmp_path / "nope.npz")
