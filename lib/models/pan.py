@@ -16,8 +16,6 @@ say what each piece is; the attribute names are only the checkpoint's spelling.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor, nn
 
@@ -119,7 +117,7 @@ class PartAwareNetwork(nn.Module):
 
     ``forward`` returns one tensor per part in ``tree.parts`` order. (The official SMPL-X network returns three:
     leg, spine and ``cat([arm, lhand, rhand], dim=1)``; the per-part list here carries the same values, and
-    :func:`flatten_twists` places them by twist joint, so no caller depends on that grouping.)
+    :func:`lib.solver.twist.phi_per_joint` places them by twist joint, so no caller depends on that grouping.)
 
     Args:
         tree: the body model's kinematic tree (``SMPL_TREE`` or ``SMPLX_TREE``).
@@ -177,31 +175,3 @@ def _check_disjoint_twists(tree: KinematicTree) -> None:
             raise ValueError(f"{tree.name}: part {part.name} predicts twists of joints {sorted(shared)} that an "
                              "earlier part already predicts")
         seen.update(part.twist_joints)
-
-
-def flatten_twists(tree: KinematicTree, part_outputs: Sequence[Tensor]) -> Tensor:
-    """Place per-part (cos, sin) predictions into one twist vector.
-
-    Args:
-        tree: the tree the outputs were predicted for.
-        part_outputs: one (B, n_twist_part, 2) tensor per ``tree.parts`` entry, in order (``PartAwareNetwork``
-            output).
-
-    Returns:
-        (B, tree.num_twists, 2): row ``j - 1`` holds the twist of joint j; joints no part predicts get the identity
-        twist (cos 1, sin 0). Differentiable with respect to the inputs.
-    """
-    if len(part_outputs) != len(tree.parts):
-        raise ValueError(f"expected {len(tree.parts)} part outputs for the {tree.name} tree "
-                         f"({', '.join(p.name for p in tree.parts)}), got {len(part_outputs)}")
-    B = part_outputs[0].shape[0]
-    for part, phi in zip(tree.parts, part_outputs):
-        if phi.shape != (B, len(part.twist_joints), 2):
-            raise ValueError(f"part {part.name}: expected shape ({B}, {len(part.twist_joints)}, 2), "
-                             f"got {tuple(phi.shape)}")
-    phi = torch.cat(list(part_outputs), dim=1)
-    index = torch.tensor([i for part in tree.parts for i in part.twist_indices], dtype=torch.long,
-                         device=phi.device)
-    identity = phi.new_zeros(B, tree.num_twists, 2)
-    identity[..., 0] = 1.0
-    return identity.index_copy(1, index, phi)

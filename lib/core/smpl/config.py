@@ -1,21 +1,11 @@
-"""SMPL defaults: the open body model and synthetic databases under data/open/smpl/ unless a YAML says otherwise."""
+"""SMPL configuration: the shared defaults with the open SMPL model, synthetic dbs and checkpoint under data/open/smpl/."""
 from yacs.config import CfgNode as CN
 
-from lib.core.config import defaults, load_config
+from lib.core.config import body_defaults, load_config
 
-# Evaluation database names -> file stem in DATA.DB_DIR (<stem>_test_db.pt / <stem>_train_db.pt).
-DATASETS = {"SYNTHETIC": "synthetic", "AMASS": "amass", "ThreeDPW": "3dpw", "AGORA": "agora"}
-
-
-def smpl_defaults() -> CN:
-    cfg = defaults()
-    cfg.BODY = "smpl"
-    cfg.DATA.BODY_MODEL = "data/open/smpl/OPEN_SMPL_NEUTRAL.npz"
-    cfg.DATA.DB_DIR = "data/open/smpl/db"
-    cfg.MODEL.PRETRAINED = "data/open/smpl/pretrained_model/model_best.pth.tar"
-    return cfg
+# TRAIN.DATASET_EVAL / TRAIN.DATASETS_3D: SYNTHETIC, AMASS, ThreeDPW, AGORA -> <DATA.DB_DIR>/<name>_<set>_db.pt (lib/data/db.py).
 
 
 def get_cfg(cfg_file: str | None = None, opts: list[str] | None = None) -> CN:
     """SMPL defaults merged with a YAML file and KEY VALUE overrides."""
-    return load_config(smpl_defaults(), cfg_file, opts)
+    return load_config(body_defaults("smpl"), cfg_file, opts)

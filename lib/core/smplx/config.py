@@ -1,18 +1,13 @@
-"""SMPL-X defaults: the open body model and synthetic databases under data/open/smplx/ unless a YAML says otherwise."""
+"""SMPL-X configuration: the shared defaults with the open SMPL-X model, dbs and checkpoint under data/open/smplx/."""
 from yacs.config import CfgNode as CN
 
-from lib.core.config import defaults, load_config
+from lib.core.config import body_defaults, load_config
 
-# Evaluation database names -> file stem in DATA.DB_DIR (<stem>_test_db.pt / <stem>_train_db.pt).
-DATASETS = {"SYNTHETIC": "synthetic", "AMASS": "amass", "MOTIONX": "motionx", "AGORA": "agora"}
+# TRAIN.DATASET_EVAL / TRAIN.DATASETS_3D: SYNTHETIC, AMASS, MOTIONX, AGORA -> <DATA.DB_DIR>/<name>_<set>_db.pt (lib/data/db.py).
 
 
 def smplx_defaults() -> CN:
-    cfg = defaults()
-    cfg.BODY = "smplx"
-    cfg.DATA.BODY_MODEL = "data/open/smplx/OPEN_SMPLX_NEUTRAL.npz"
-    cfg.DATA.DB_DIR = "data/open/smplx/db"
-    cfg.MODEL.PRETRAINED = "data/open/smplx/pretrained_model/model_best.pth.tar"
+    cfg = body_defaults("smplx")
     cfg.EVAL.ORACLE_ON_REFINED = True  # the SMPL-X reference runs its oracle on the refined joints
     return cfg
 
