@@ -94,3 +94,29 @@ def test_skeleton_2_beta_loading_runs_no_code(tmp_path):
 def test_skeleton_2_beta_missing_file_names_the_key(tmp_path):
     with pytest.raises(FileNotFoundError, match="DATA.SKELETON_2_BETA"):
         load_skeleton_2_beta(tmp_path / "nope.npz")
+
+
+def test_make_skeleton_2_beta_tool_writes_the_official_layout(tmp_path, open_smpl):
+    import subprocess
+    import sys
+
+    out = tmp_path / "skeleton_2_beta.npz"
+    result = subprocess.run([sys.executable, "tools/make_skeleton_2_beta.py", "--body", "smpl", "--model",
+                             str(OPEN_SMPL), "--out", str(out), "--samples", "2000"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "RMS residual" in result.stdout
+    matrix = load_skeleton_2_beta(out)
+    expected, _ = fit_bone_length_model(SMPL_TREE, open_smpl.rest_joints, 10, num_samples=2000)
+    assert np.allclose(matrix, expected.numpy(), atol=1e-9)
+
+
+def test_config_uses_a_given_skeleton_2_beta_file(tmp_path):
+    from lib.core.smpl.config import get_cfg
+    from lib.engine.build import build_body_model, build_solver
+
+    matrix = np.random.default_rng(1).normal(size=(14, 12))  # official files may carry more columns
+    path = save_skeleton_2_beta(tmp_path / "s2b.npz", matrix)
+    cfg = get_cfg("configs/smpl/open_eval.yaml", ["DATA.SKELETON_2_BETA", str(path)])
+    solver = build_solver(cfg, build_body_model(cfg, torch.device("cpu")))
+    assert np.allclose(solver.shape_inverse.matrix.numpy(), matrix[:, :10])

@@ -56,3 +56,28 @@ def test_theta_loss_is_zero_for_the_oracle_twists():
     out = training_step(SMPL_TREE, body, Oracle(), batch, {"phi": 1.0, "theta": 1.0, "vert": 1.0})
     assert out.terms["phi"].item() < 1e-10 and out.terms["theta"].item() < 1e-10
     assert out.terms["vert"].item() < 0.02  # only the unobservable leaf rotations remain (metres)
+
+
+def test_trainer_stops_on_a_nan_loss(tmp_path, monkeypatch):
+    import pytest
+
+    from lib.core.smpl.config import get_cfg
+    from lib.data.db import write_db
+    from lib.engine import trainer as trainer_module
+    from lib.engine.losses import StepOutput
+
+    db_dir = tmp_path / "db"
+    for split, seed in (("train", 1), ("test", 2)):
+        write_db(db_dir / f"amass_{split}_db.pt", make_synthetic_db("smpl", 32, seed, str(OPEN_SMPL), split=split),
+                 "smpl")
+    cfg = get_cfg("configs/smpl/open_train.yaml", [
+        "DATA.DB_DIR", str(db_dir), "TRAIN.DATASETS_3D", "['AMASS']", "TRAIN.DATASET_EVAL", "AMASS",
+        "TRAIN.BATCH_SIZE", "8", "LOGDIR", str(tmp_path / "run"), "TRAIN.END_EPOCH", "1"])
+
+    def nan_step(*args, **kwargs):
+        nan = torch.tensor(float("nan"), requires_grad=True)
+        return StepOutput(nan, {"phi": nan}, None, None)
+
+    monkeypatch.setattr(trainer_module, "training_step", nan_step)
+    with pytest.raises(FloatingPointError, match="loss became nan at epoch 0, step 0"):
+        trainer_module.Trainer(cfg).fit()

@@ -816,6 +816,10 @@ def body_height(v: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------------------------
+def _pad_columns(a: np.ndarray, total: int) -> np.ndarray:
+    return np.concatenate([a, np.zeros(a.shape[:2] + (total - a.shape[2],))], axis=2) if total > a.shape[2] else a
+
+
 def generate(target: TargetSpec, out_dir: Path, num_samples: int, num_kids: int, num_betas: int, seed: int,
              check_samples: int) -> None:
     """Builds the target's files in out_dir and prints the measurements quoted in docs/open_model.md."""
@@ -828,30 +832,96 @@ def generate(target: TargetSpec, out_dir: Path, num_samples: int, num_kids: int,
     pop = Population()
 
     pheno, local = sample_population(pop, model.phenotype_labels, model.local_change_labels, num_samples, seed)
-    verts, heads = t_posed_bodies(model, pheno, local)
+    bodies = t_posed_bodies(model, pheno, local, target.flat_fingers)
+    verts, heads = bodies.verts, bodies.heads
     kid_pheno, kid_local = sample_population(pop, model.phenotype_labels, model.local_change_labels, num_kids,
                                              seed + 1, age=CHILD_AGE)
-    kid_verts, _ = t_posed_bodies(model, kid_pheno, kid_local)
+    kids = t_posed_bodies(model, kid_pheno, kid_local, target.flat_fingers)
+    kid_verts = kids.verts
     print(f'{num_samples} adults + {num_kids} children T-posed in {time.time() - t0:.1f} s', flush=True)
 
     v_template, shapedirs, var = pca_shape_space(verts, num_betas, body_height)
     kid_template = kid_verts.mean(axis=0)
     kid_template -= kid_template.mean(axis=0)
 
+    names = [s.name for s in target.joints]
+    base_J = None
+    if target.flat_fingers:
+        hand = bodies.hand
+        base_v_template, base_shapedirs, base_kid = v_template, shapedirs, kid_template.copy()
+        if target.base:
+            # the base target's regressor, built exactly as for the base file (unstraightened template and heads)
+            base = TARGETS[target.base]
+            base_weights = skinning_weights(model, skin_map(base.joints, labels, parents), len(base.joints))
+            base_J, _ = build_regressor(v_template, joint_positions(heads, base.joints, labels).mean(axis=0),
+                                        base_weights, base.joints)
+        # Straightened hands: their template is the mean, their shape directions the least-squares regression of
+        # the straightened hand vertices on the base's (unit-variance) component scores: beta means the same
+        # body in both models, and every vertex the straightening does not move keeps the base's rows exactly.
+        scores = (verts - v_template).reshape(num_samples, -1) @ shapedirs.reshape(-1, num_betas) / var[:num_betas]
+        flat_mean = bodies.flat_hand.mean(axis=0)
+        v_template = v_template.copy()
+        v_template[hand] = flat_mean
+        shapedirs = shapedirs.copy()
+        shapedirs[hand] = np.einsum('nhc,nk->hck', bodies.flat_hand - flat_mean, scores) / (scores ** 2).sum(axis=0)
+        kid_template[hand] = kids.flat_hand.mean(axis=0) - kid_verts.mean(axis=0).mean(axis=0)
+        curled_hand = verts[:, hand].copy()
+        verts[:, hand] = bodies.flat_hand                                 # from here on: the straightened bodies
+        curled_heads, heads = heads, bodies.flat_heads
+        outside = np.setdiff1d(np.arange(len(v_template)), hand)
+        print(f'straightened fingers: {len(hand)} hand vertices move (up to '
+              f'{1e3 * np.abs(v_template[hand] - base_v_template[hand]).max():.1f} mm on the template); outside '
+              f'them the template differs from the base by {np.abs(v_template[outside] - base_v_template[outside]).max()}'
+              f' m, shapedirs by {np.abs(shapedirs[outside] - base_shapedirs[outside]).max()}, the kid template by '
+              f'{np.abs(kid_template[outside] - base_kid[outside]).max()} (vertex mean of the template '
+              f'{np.round(1e3 * v_template.mean(axis=0), 2)} mm)', flush=True)
+
     bone_to_joint = skin_map(target.joints, labels, parents)
     weights = skinning_weights(model, bone_to_joint, len(target.joints))
     joints_all = joint_positions(heads, target.joints, labels)            # (n, J, 3) anny's joints per body
     joints_mean = joints_all.mean(axis=0)
-    J_regressor, halves = build_regressor(v_template, joints_mean, weights, target.joints)
+    if target.jaw:
+        hinge, share, jaw_info = jaw_hinge(model, v_template, target.jaw)
+        j, h = names.index(target.jaw.joint), names.index(target.jaw.from_joint)
+        weights[:, j] = weights[:, h] * share
+        weights[:, h] = weights[:, h] * (1.0 - share)
+        joints_mean[j] = hinge
+    rows = None
+    if base_J is not None:
+        base_names = [s.name for s in TARGETS[target.base].joints]
+        rows = {j for j, nm in enumerate(names) if nm not in base_names}
+    J_regressor, halves = build_regressor(v_template, joints_mean, weights, target.joints, rows=rows)
+    if base_J is not None:
+        shared = [j for j, nm in enumerate(names) if nm in base_names]
+        J_regressor[shared] = base_J[[base_names.index(names[j]) for j in shared]]
+        # The copied rows may touch a hand vertex the straightening moves (the wrists: one vertex near the thumb's
+        # base, regressor weight 0.006): their joints then move with it; it must stay negligible.
+        touched = [names[j] for j in shared if np.isin(np.flatnonzero(J_regressor[j]), hand).any()]
+        shift = np.abs(np.einsum('jh,nhc->njc', J_regressor[shared][:, hand],
+                                 bodies.flat_hand - curled_hand)).max()
+        print(f'{len(shared)} regressor rows copied from {target.base}; rows touching moved vertices: {touched}; '
+              f'their joints move by at most {1e3 * shift:.4f} mm over the population', flush=True)
+        if shift > 1e-5:
+            raise RuntimeError(f'straightening the fingers moves the {target.base} joints by {shift} m')
     vids = pick_landmarks(v_template, heads.mean(axis=0), model, target.landmarks)
 
-    names = [s.name for s in target.joints]
     parent_idx = [names.index(s.parent) if s.parent else ROOT_PARENT for s in target.joints]
     kintree = np.array([parent_idx, list(range(len(names)))], dtype=np.int64)
     V = len(v_template)
-    data = dict(v_template=v_template, shapedirs=shapedirs, posedirs=np.zeros((V, 3, target.num_pose_basis)),
+    stored_dirs = shapedirs
+    if target.shape_columns or target.expression_columns:
+        stored_dirs = _pad_columns(_pad_columns(shapedirs, target.shape_columns),
+                                   max(target.shape_columns, num_betas) + target.expression_columns)
+    data = dict(v_template=v_template, shapedirs=stored_dirs, posedirs=np.zeros((V, 3, target.num_pose_basis)),
                 J_regressor=J_regressor, weights=weights, kintree_table=kintree, f=faces,
                 **{f'vid_{k}': np.array(v, dtype=np.int64) for k, v in vids.items()})
+    if target.hand_pose_dim:
+        for s in ('l', 'r'):
+            data[f'hands_components{s}'] = np.eye(target.hand_pose_dim)
+            data[f'hands_mean{s}'] = np.zeros(target.hand_pose_dim)
+    if target.face_landmarks:
+        lmk_faces, lmk_bary, lmk_points = face_landmarks(model, v_template, faces, vids['nose'])
+        data.update(lmk_faces_idx=lmk_faces, lmk_bary_coords=lmk_bary)
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out_dir / target.file_name, **data)
     if target.kid_file_name:
@@ -867,17 +937,20 @@ def generate(target: TargetSpec, out_dir: Path, num_samples: int, num_kids: int,
     reg_mean = J_regressor @ v_template
     err_mean = np.linalg.norm(reg_mean - joints_mean, axis=1) * 1e3
     reg_all = np.einsum('jv,nvc->njc', J_regressor, verts)
-    err_all = np.linalg.norm(reg_all - joints_all, axis=2) * 1e3
+    err_all = np.linalg.norm(reg_all - joints_all, axis=2) * 1e3         # NaN for joints placed by a rule
     print('\njoint  regressor - anny on the mean shape (mm) | over all bodies: mean / max (mm) | ring vertices, '
           'slab half-width (mm)')
     for j, nm in enumerate(names):
-        print(f'  {j:2d} {nm:11s} {err_mean[j]:8.1e} | {err_all[:, j].mean():6.1f} / {err_all[:, j].max():6.1f}'
-              f' | {(J_regressor[j] > 0).sum():4d}, {1e3 * halves[j]:5.1f}')
+        pop_err = (f'{err_all[:, j].mean():6.1f} / {err_all[:, j].max():6.1f}' if target.joints[j].anny
+                   else '   n/a (no anny bone)')
+        src = f' (= the {target.base} row)' if rows is not None and j not in rows else ''
+        print(f'  {j:2d} {nm:11s} {err_mean[j]:8.1e} | {pop_err} | {(J_regressor[j] > 0).sum():4d}, '
+              f'{1e3 * halves[j]:5.1f}{src}')
     eff = 1.0 / (J_regressor ** 2).sum(axis=1)
     print(f'  effective vertices per row (1 / sum w^2): min {eff.min():.1f} ({names[int(eff.argmin())]}), '
           f'median {np.median(eff):.1f}; largest weight {J_regressor.max():.3f}')
     print(f'  all: mean-shape max {err_mean.max():.1e} mean {err_mean.mean():.1e} mm; '
-          f'all bodies mean {err_all.mean():.1f} max {err_all.max():.1f} mm')
+          f'all bodies mean {np.nanmean(err_all):.1f} max {np.nanmax(err_all):.1f} mm')
     heights = verts[..., 1].max(axis=1) - verts[..., 1].min(axis=1)
     print(f'\nheight: mean template {body_height(v_template):.3f} m; population mean {heights.mean():.3f}, '
           f'std {heights.std():.3f}, min {heights.min():.3f}, max {heights.max():.3f} m; '
@@ -894,6 +967,19 @@ def generate(target: TargetSpec, out_dir: Path, num_samples: int, num_kids: int,
     inside_kid = inside_mesh(kid_template[None], faces, (J_regressor @ kid_template)[None])
     print(f'kid template: {(~inside_kid).sum()} joints outside the mesh')
     print('landmarks:', vids)
+    if target.flat_fingers:
+        _report_hands(target, names, reg_mean, joints_mean, joints_all, curled_heads, labels, v_template, vids)
+    if target.jaw:
+        j = names.index(target.jaw.joint)
+        print(f'\njaw: anny\'s {target.jaw.action} fitted on {jaw_info["fitted"]} vertices as a rotation of '
+              f'{jaw_info["angle_deg"]:.1f} deg about x (residual RMS {jaw_info["rms_mm"]:.1f} mm of '
+              f'{jaw_info["rms_disp_mm"]:.1f} mm displacement); hinge {np.round(1e3 * hinge, 1)} mm; the jaw takes a '
+              f'share of the head weight on {(share > 0).sum()} vertices (>= 0.5 on {jaw_info["half"]}); '
+              f'regressed jaw on the template {np.round(1e3 * reg_mean[j], 1)} mm, eyes at y '
+              f'{1e3 * reg_mean[names.index("L_eye"), 1]:.1f} mm, head joint {np.round(1e3 * reg_mean[15], 1)} mm')
+    if target.face_landmarks:
+        print('face landmarks (mm): ' + '; '.join(f'{17 + i}: {np.round(1e3 * p, 1).tolist()}'
+                                                  for i, p in enumerate(lmk_points)))
     # what the components are: the sampled parameters each component's scores correlate with most
     scores = (verts - v_template).reshape(num_samples, -1) @ shapedirs.reshape(-1, num_betas) / var[:num_betas]
     params = np.concatenate([pheno, local], axis=1)
@@ -909,6 +995,35 @@ def generate(target: TargetSpec, out_dir: Path, num_samples: int, num_kids: int,
     print(f'\nwrote {out_dir / target.file_name} ({(out_dir / target.file_name).stat().st_size / 1e6:.1f} MB)'
           + (f' and {out_dir / target.kid_file_name}' if target.kid_file_name else '')
           + f' in {time.time() - t0:.1f} s')
+
+
+def _angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle (degrees) between vectors a, b (..., 3)."""
+    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def _report_hands(target, names, reg_mean, joints_mean, joints_all, curled_heads, labels, v_template, vids):
+    """Finger geometry on the template: the bend at the middle joint and the slope of each finger (first -> third
+    joint) before (anny's rest hand, mean bone heads) and after the straightening (regressed joints), the finger's
+    direction in the horizontal plane, the fingertip landmark beyond the distal joint."""
+    idx = {b: i for i, b in enumerate(labels)}
+    curled = curled_heads.mean(axis=0)
+    print('\nfingers on the template: bend at the middle joint (deg) and slope of joint 1 -> 3 below the horizontal '
+          '(deg), anny\'s rest hand -> straightened; direction in the horizontal plane (deg from the arm, + = '
+          'forward); tip landmark beyond the distal joint (mm) and its angle to the distal bone (deg)')
+    for finger, n in _SMPLX_FINGERS:
+        for side in ('L', 'R'):
+            c = reg_mean[[names.index(f'{side}_{finger}{k}') for k in (1, 2, 3)]]
+            a = curled[[idx[f'finger{n}-{k}.{side}'] for k in (1, 2, 3)]]
+            slope = [np.degrees(np.arcsin(-(x[2, 1] - x[0, 1]) / np.linalg.norm(x[2] - x[0]))) for x in (a, c)]
+            d = c[2] - c[0]
+            yaw = np.degrees(np.arctan2(d[2], (1.0 if side == 'L' else -1.0) * d[0]))
+            tip = v_template[vids[f'{side.lower()}{finger}']] - c[2]
+            print(f'  {side}_{finger:6s} bend {_angle(a[1] - a[0], a[2] - a[1]):5.1f} -> '
+                  f'{_angle(c[1] - c[0], c[2] - c[1]):4.1f}, slope {slope[0]:5.1f} -> {slope[1]:4.1f}, '
+                  f'direction {yaw:+6.1f}, tip {1e3 * np.linalg.norm(tip):4.1f} mm at '
+                  f'{_angle(tip, c[2] - c[1]):4.1f} deg')
 
 
 def main(argv=None):
