@@ -174,11 +174,12 @@ class JawSpec:
     of the vertices moving at least `fit_fraction` of the largest displacement gives the hinge (the joint sits on
     that axis at x = 0); each vertex gives `from_joint` the share (1 - f) of its weight and the jaw the share f,
     f = the fraction of the fitted rotation the vertex follows (its displacement projected on the rigid one),
-    clipped to [0, 1]."""
+    clipped to [0, 1], and set to 0 below `min_share` (the action's faint soft-tissue spread up the face)."""
     joint: str = 'jaw'
     from_joint: str = 'head'
     action: str = 'jawOpen'
     fit_fraction: float = 0.5
+    min_share: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -653,6 +654,7 @@ def jaw_hinge(model, template: np.ndarray, spec: JawSpec) -> tuple[np.ndarray, n
     with np.errstate(divide='ignore', invalid='ignore'):
         share = np.where(mag > 0, (d * rigid).sum(axis=1) / (rigid ** 2).sum(axis=1), 0.0)
     share = np.clip(np.nan_to_num(share), 0.0, 1.0)
+    share[share < spec.min_share] = 0.0
     info = dict(angle_deg=float(np.degrees(a)), fitted=len(fit), rms_mm=1e3 * res, rms_disp_mm=1e3 * np.sqrt(
         (mag[fit] ** 2).mean()), moved=int((mag > 0).sum()), half=int((share >= 0.5).sum()))
     return hinge, share, info
@@ -1027,13 +1029,21 @@ def generate(target: TargetSpec, out_dir: Path, num_samples: int, num_kids: int,
     sel = np.linspace(0, num_samples - 1, min(check_samples, num_samples)).round().astype(int)
     t1 = time.time()
     inside = inside_mesh(verts[sel], faces, reg_all[sel])
-    print(f'\ninside check on {len(sel)} bodies ({time.time() - t1:.1f} s): {(~inside).sum()} joints outside the mesh'
-          + (f' ({sorted(set(names[j] for j in np.flatnonzero((~inside).any(axis=0))))})' if (~inside).any() else ''))
     inside_kid = inside_mesh(kid_template[None], faces, (J_regressor @ kid_template)[None])
-    print(f'kid template: {(~inside_kid).sum()} joints outside the mesh')
+    # The jaw sits at the top of anny's mouth cavity (a pocket of the body surface reaching back into the throat):
+    # reported apart.
+    jaw = [names.index(target.jaw.joint)] if target.jaw else []
+    body_joints = [j for j in range(len(names)) if j not in jaw]
+    out_ = ~inside[:, body_joints]
+    print(f'\ninside check on {len(sel)} bodies ({time.time() - t1:.1f} s): {out_.sum()} joints outside the mesh'
+          + (f' ({sorted(set(names[body_joints[j]] for j in np.flatnonzero(out_.any(axis=0))))})' if out_.any()
+             else '')
+          + (f'; the jaw (not counted) lies in the mouth cavity for {(~inside[:, jaw]).sum()} bodies' if jaw else ''))
+    print(f'kid template: {(~inside_kid[:, body_joints]).sum()} joints outside the mesh'
+          + (f'; jaw inside: {bool(inside_kid[0, jaw[0]])}' if jaw else ''))
     print('landmarks:', vids)
     if target.flat_fingers:
-        _report_hands(target, names, reg_mean, joints_mean, joints_all, curled_heads, labels, v_template, vids)
+        _report_hands(names, reg_mean, curled_heads, labels, v_template, vids)
     if target.jaw:
         j = names.index(target.jaw.joint)
         print(f'\njaw: anny\'s {target.jaw.action} fitted on {jaw_info["fitted"]} vertices as a rotation of '
@@ -1068,7 +1078,7 @@ def _angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
-def _report_hands(target, names, reg_mean, joints_mean, joints_all, curled_heads, labels, v_template, vids):
+def _report_hands(names, reg_mean, curled_heads, labels, v_template, vids):
     """Finger geometry on the template: the bend at the middle joint and the slope of each finger (first -> third
     joint) before (anny's rest hand, mean bone heads) and after the straightening (regressed joints), the finger's
     direction in the horizontal plane, the fingertip landmark beyond the distal joint."""

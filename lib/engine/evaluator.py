@@ -88,7 +88,8 @@ def results_record(dataset: str, body: str, means: dict) -> dict:
 
 def format_table(record: dict) -> str:
     """The paper's table layout: Methods | MPBE | MPJPE | MPVE (mm)."""
-    title = f"{record['body_model'].upper()} on {record['dataset']} ({record['n_samples']} samples, mm)"
+    body = {"smpl": "SMPL", "smplx": "SMPL-X"}.get(record["body_model"], record["body_model"])
+    title = f"{body} on {record['dataset']} ({record['n_samples']} samples, mm)"
     lines = [title, f"{'Methods':<10}| {'MPBE':>7} | {'MPJPE':>7} | {'MPVE':>7}", "-" * 40]
     names = {"analyik": "AnalyIK", "mixik": "MixIK", "oracle": "Oracle"}
     for method in ("analyik", "mixik", "oracle"):
