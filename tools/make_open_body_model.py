@@ -189,8 +189,9 @@ class TargetSpec:
     flat_fingers: finger bones straightened in the T-pose (SMPL-X). Only the vertices skinned to them move; the
         body keeps the centre of its unstraightened version, so everything else is identical to the `base` target.
     base: a target on the same population whose regressor rows are reused for the joints of the same name (built
-        on the base template; the generator checks they use no vertex the straightening moves). The shape space
-        is the base's: the same components, the straightened hand vertices regressed on the same scores.
+        on the base template; the generator checks that the straightening moves those joints by at most 0.01 mm
+        over the population). The shape space is the base's: the same components, the straightened hand vertices
+        regressed on the same scores.
     jaw: a jaw joint placed by `JawSpec`.
     face_landmarks: write smplx's 51 face landmarks (`lmk_faces_idx`, `lmk_bary_coords`, see `face_landmarks`).
     shape_columns, expression_columns: pad `shapedirs` with zero columns to `shape_columns`, then append
@@ -936,10 +937,11 @@ def generate(target: TargetSpec, out_dir: Path, num_samples: int, num_kids: int,
         verts[:, hand] = bodies.flat_hand                                 # from here on: the straightened bodies
         curled_heads, heads = heads, bodies.flat_heads
         outside = np.setdiff1d(np.arange(len(v_template)), hand)
-        print(f'straightened fingers: {len(hand)} hand vertices move (up to '
-              f'{1e3 * np.abs(v_template[hand] - base_v_template[hand]).max():.1f} mm on the template); outside '
-              f'them the template differs from the base by {np.abs(v_template[outside] - base_v_template[outside]).max()}'
-              f' m, shapedirs by {np.abs(shapedirs[outside] - base_shapedirs[outside]).max()}, the kid template by '
+        moved_by = np.linalg.norm(v_template[hand] - base_v_template[hand], axis=1).max()
+        print(f'straightened fingers: {len(hand)} hand vertices move (up to {1e3 * moved_by:.1f} mm on the '
+              f'template); outside them the template differs from the base by '
+              f'{np.abs(v_template[outside] - base_v_template[outside]).max()} m, shapedirs by '
+              f'{np.abs(shapedirs[outside] - base_shapedirs[outside]).max()}, the kid template by '
               f'{np.abs(kid_template[outside] - base_kid[outside]).max()} (vertex mean of the template '
               f'{np.round(1e3 * v_template.mean(axis=0), 2)} mm)', flush=True)
 
