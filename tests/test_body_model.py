@@ -392,7 +392,6 @@ def test_open_smpl_kid_matches_smplx():
     assert_outputs_close(body(pose, betas), reference, torch.float32)
 
 
-@pytest.mark.skipif(not OPEN_SMPLX.exists(), reason=f'{OPEN_SMPLX} not generated yet')
 def test_open_smplx_matches_smplx():
     data = dict(np.load(OPEN_SMPLX))
     body = BodyModel.from_file(OPEN_SMPLX, model_type='smplx')

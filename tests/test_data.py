@@ -105,12 +105,10 @@ _MODELS: dict = {}
 
 
 def _model(body: str, kind: str) -> BodyModel:
-    """The toy model, or the open model (skipped while its file does not exist)."""
+    """The toy model, or the open model."""
     if (body, kind) not in _MODELS:
         if kind == 'toy':
             _MODELS[body, kind] = toy_model(body)
-        elif not OPEN_MODELS[body].is_file():
-            pytest.skip(f'{OPEN_MODELS[body]} not generated yet')
         else:
             _MODELS[body, kind] = BodyModel.from_file(OPEN_MODELS[body], model_type=body, dtype=torch.float64)
     return _MODELS[body, kind]
@@ -591,8 +589,6 @@ def test_crafted_array_wrapper_is_refused(tmp_path):
 
 
 def test_build_dataset_from_config(tmp_path):
-    if not OPEN_MODELS['smpl'].is_file():
-        pytest.skip('open SMPL model not generated yet')
     from lib.core.smpl.config import get_cfg
     from lib.data.db import build_dataset
 

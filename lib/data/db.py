@@ -160,12 +160,10 @@ def _allow_list(source: str) -> dict[tuple[str, str], Any]:
     return allowed
 
 
-class _SafeInnerUnpickler(pickle._Unpickler):
-    """Plain restricted unpickler for the nested pickles of object arrays."""
-
-    def __init__(self, file, allowed, source):
-        super().__init__(file)
-        self._allowed, self._source = allowed, source
+class _AllowListed:
+    """find_class from the allow-list only; persistent ids refused (mixed into both unpicklers below)."""
+    _allowed: dict
+    _source: str
 
     def find_class(self, module, name):
         try:
@@ -177,28 +175,27 @@ class _SafeInnerUnpickler(pickle._Unpickler):
         _refuse(self._source, f'a persistent id {pid!r}')
 
 
+class _SafeInnerUnpickler(_AllowListed, pickle._Unpickler):
+    """Plain restricted unpickler for the nested pickles of object arrays."""
+
+    def __init__(self, file, allowed, source):
+        super().__init__(file)
+        self._allowed, self._source = allowed, source
+
+
 _WRAPPER_FIELDS = {'subclass', 'shape', 'order', 'dtype', 'allow_mmap', 'numpy_array_alignment_bytes'}
 
 
 def _safe_unpickler_class():
     from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
 
-    class SafeNumpyUnpickler(NumpyUnpickler):
+    class SafeNumpyUnpickler(_AllowListed, NumpyUnpickler):
         dispatch = NumpyUnpickler.dispatch.copy()
 
         def __init__(self, filename, file_handle, source):
             super().__init__(filename, file_handle, ensure_native_byte_order=True, mmap_mode=None)
             self._source = source
             self._allowed = _allow_list(source)
-
-        def find_class(self, module, name):
-            try:
-                return self._allowed[(module, name)]
-            except KeyError:
-                _refuse(self._source, f'the global {module}.{name}')
-
-        def persistent_load(self, pid):
-            _refuse(self._source, f'a persistent id {pid!r}')
 
         def load_build(self):
             pickle._Unpickler.load_build(self)
