@@ -18,7 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib.core.smpl.config import get_cfg as smpl_cfg  # noqa: E402
 from lib.core.smplx.config import get_cfg as smplx_cfg  # noqa: E402
 from lib.engine.build import build_body_model, build_solver, select_device  # noqa: E402
-from lib.kinematics.rotations import axis_angle_to_rotmat  # noqa: E402
 from lib.solver.analytic_ik import solve_rotations  # noqa: E402
 from lib.solver.refine import refine_bone_lengths  # noqa: E402
 

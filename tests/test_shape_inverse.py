@@ -1,8 +1,5 @@
 """Shape Inverse on the open body model, and the skeleton_2_beta file (official layout, safe loading)."""
-import io
 import os
-import pickle
-import zipfile
 
 import numpy as np
 import pytest

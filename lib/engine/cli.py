@@ -8,7 +8,6 @@ from typing import Callable
 
 from yacs.config import CfgNode
 
-from lib.core.config import resolve_path
 
 ConfigFactory = Callable[[str | None, list[str] | None], CfgNode]
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import torch
 from torch import Tensor
 
 from lib.kinematics.tree import KinematicTree
@@ -43,11 +42,6 @@ class MeanMeter:
         for name, value in values.items():
             self.sums[name] += value.double().sum().item()
         self.count += sizes.pop()
-
-    def merge_counts(self, sums: dict[str, float], count: int) -> None:
-        for name, value in sums.items():
-            self.sums[name] += value
-        self.count += count
 
     def means(self) -> dict[str, float]:
         return {name: total / max(self.count, 1) for name, total in self.sums.items()}
