@@ -18,6 +18,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from lib.engine.metrics import MeanMeter, mpbe, mpjpe, mpve
+from lib.kinematics.skeleton import root_relative
+from lib.kinematics.tree import KinematicTree
 from lib.models.body_model import BodyModel
 from lib.solver.pipeline import SkeletonSolver
 from lib.solver.twist import part_phis
@@ -25,12 +27,11 @@ from lib.solver.twist import part_phis
 METHODS = ("analyik", "mixik", "oracle")
 
 
-def canonical_skeleton(body_model: BodyModel, rotmats: Tensor, betas: Tensor) -> Tensor:
+def canonical_skeleton(tree: KinematicTree, body_model: BodyModel, rotmats: Tensor, betas: Tensor) -> Tensor:
     """Joints of a pose with its root rotation set to zero, root-relative: the network's input (B, J, 3)."""
     rotmats = rotmats.clone()
-    rotmats[:, 0] = torch.eye(3, dtype=rotmats.dtype, device=rotmats.device)
-    joints = body_model.posed_joints(rotmats, betas)
-    return joints - joints[:, :1]
+    rotmats[:, tree.root] = torch.eye(3, dtype=rotmats.dtype, device=rotmats.device)
+    return root_relative(tree, body_model.posed_joints(rotmats, betas))
 
 
 @torch.no_grad()
@@ -39,7 +40,7 @@ def evaluate_batch(body_model: BodyModel, solver: SkeletonSolver, batch: dict, n
     """Per-sample metrics (mm) of one batch: {'mpbe', '<method>_mpjpe', '<method>_mpve'}."""
     tree = solver.tree
     truth = body_model(batch["pose"], batch["betas"])
-    target = truth.joints - truth.joints[:, tree.root:tree.root + 1]
+    target = root_relative(tree, truth.joints)
     solution = solver.analytic(target)
 
     rotations = {"analyik": solution.rotmats}
@@ -47,7 +48,7 @@ def evaluate_batch(body_model: BodyModel, solver: SkeletonSolver, batch: dict, n
     rotations["oracle"] = solver.twist_solve(solution, oracle_target,
                                              part_phis(tree, batch["twist_angle"])).rotmats
     if network is not None:
-        canonical = canonical_skeleton(body_model, solution.rotmats, solution.betas)
+        canonical = canonical_skeleton(tree, body_model, solution.rotmats, solution.betas)
         phis = network(canonical, solution.betas)  # the network reads the first 10 betas
         rotations["mixik"] = solver.twist_solve(solution, solution.refined, phis).rotmats
 

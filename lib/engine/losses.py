@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lib.engine.metrics import mpve
+from lib.kinematics.skeleton import root_relative
 from lib.kinematics.tree import KinematicTree
 from lib.models.body_model import BodyModel
 from lib.solver.analytic_ik import solve_rotations
@@ -45,9 +46,7 @@ def training_step(tree: KinematicTree, body_model: BodyModel, network, batch: di
         posed = truth.joints
     else:  # the twist loss alone needs joints only: no mesh
         truth, posed = None, body_model.posed_joints(pose, betas)
-    root = tree.root
-    rest = rest - rest[:, root:root + 1]
-    target = posed - posed[:, root:root + 1]
+    rest, target = root_relative(tree, rest), root_relative(tree, posed)
 
     phi_true = part_phis(tree, batch["twist_angle"])
     phi_pred = network(target, betas)  # the network reads the first 10 betas

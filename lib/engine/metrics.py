@@ -5,6 +5,7 @@ from collections import defaultdict
 
 from torch import Tensor
 
+from lib.kinematics.skeleton import root_relative
 from lib.kinematics.tree import KinematicTree
 from lib.solver.shape_inverse import MM_PER_M, bone_lengths
 
@@ -16,9 +17,7 @@ def mpbe(tree: KinematicTree, target: Tensor, rest: Tensor) -> Tensor:
 
 def mpjpe(tree: KinematicTree, joints: Tensor, target: Tensor) -> Tensor:
     """Mean per-joint position error (B,), root-relative, over ``tree.metric_joints``, mm."""
-    root = tree.root
-    joints = joints - joints[:, root:root + 1]
-    target = target - target[:, root:root + 1]
+    joints, target = root_relative(tree, joints), root_relative(tree, target)
     idx = list(tree.metric_joints)
     return (joints[:, idx] - target[:, idx]).norm(dim=-1).mean(dim=1) * MM_PER_M
 

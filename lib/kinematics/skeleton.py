@@ -7,6 +7,11 @@ from torch import Tensor
 from lib.kinematics.tree import KinematicTree
 
 
+def root_relative(tree: KinematicTree, joints: Tensor) -> Tensor:
+    """(B, J, 3) joints with the tree's root moved to the origin."""
+    return joints - joints[:, tree.root:tree.root + 1]
+
+
 def global_rotations(tree: KinematicTree, local_rotmats: Tensor) -> dict[int, Tensor]:
     """Global rotation of every skeleton slot (slots past the pose joints inherit their parent's): {slot: (B,3,3)}."""
     glob = {tree.root: local_rotmats[:, tree.root]}

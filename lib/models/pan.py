@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lib.kinematics.skeleton import root_relative
 from lib.kinematics.tree import KinematicTree, Part
 
 SUPPORTED_EMBED_DIM = 256
@@ -162,7 +163,7 @@ class PartAwareNetwork(nn.Module):
         if betas.dim() != 2 or betas.shape[0] != B or betas.shape[1] < self.num_betas:
             raise ValueError(f"betas must have shape ({B}, >={self.num_betas}) to match joints, "
                              f"got {tuple(betas.shape)}")
-        joints = joints - joints[:, self.tree.root:self.tree.root + 1]
+        joints = root_relative(self.tree, joints)
         betas = betas[:, :self.num_betas]
         return [self.branch(part)(joints, betas) for part in self.tree.parts]
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lib.kinematics.skeleton import root_relative
 from lib.kinematics.tree import KinematicTree
 from lib.solver.analytic_ik import solve_rotations
 from lib.solver.refine import refine_bone_lengths
@@ -62,13 +63,12 @@ class SkeletonSolver(torch.nn.Module):
         self.pr_variant = pr_variant
 
     def rest_skeleton(self, betas: Tensor) -> Tensor:
-        rest = self.rest_joints(betas)
-        return rest - rest[:, self.tree.root:self.tree.root + 1]
+        return root_relative(self.tree, self.rest_joints(betas))
 
     def analytic(self, joints: Tensor) -> Solution:
         """Shape Inverse, PR-C and AnalyIK (twist removed)."""
         check_skeleton(self.tree, joints)
-        joints = joints - joints[:, self.tree.root:self.tree.root + 1]
+        joints = root_relative(self.tree, joints)
         betas = self.shape_inverse(joints)
         rest = self.rest_skeleton(betas)
         refined = refine_bone_lengths(self.tree, rest, joints, self.pr_variant)
@@ -76,7 +76,7 @@ class SkeletonSolver(torch.nn.Module):
 
     def twist_solve(self, solution: Solution, target: Tensor, part_phis: list[Tensor]) -> Solution:
         """MixIK on ``target`` (B, J, 3) with per-part (cos, sin) twists (list of (B, n_part, 2))."""
-        target = target - target[:, self.tree.root:self.tree.root + 1]
+        target = root_relative(self.tree, target)
         phi = phi_per_joint(self.tree, part_phis)
         rotmats = solve_rotations(self.tree, solution.rest, target, phi)
         return Solution(solution.betas, solution.rest, solution.refined, rotmats)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from lib.kinematics.rotations import minimal_rotation, normalize
+from lib.kinematics.skeleton import root_relative
 from lib.kinematics.tree import KinematicTree
 from lib.solver.analytic_ik import two_direction_rotation
 
@@ -34,8 +35,7 @@ def refine_bone_lengths(tree: KinematicTree, rest: Tensor, target: Tensor, varia
     if variant not in VARIANTS:
         raise ValueError(f"unknown PR-C variant {variant!r}; use one of {VARIANTS}")
     root = tree.root
-    rest = rest - rest[:, root:root + 1]
-    target = target - target[:, root:root + 1]
+    rest, target = root_relative(tree, rest), root_relative(tree, target)
     if variant == "none":
         return target
 
