@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: eval test bench clean-venv
+.PHONY: eval test lint format bench mutate clean-venv
 
 # The venv is (re)built when requirements.txt changes; only the package index is needed.
 $(VENV)/.installed: requirements.txt
@@ -13,16 +13,38 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# Developer tools on top (mutmut); not needed to run or test.
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
 # Both tables on the synthetic test sets (generated on first use, seeded) with the shipped open checkpoints.
 eval: $(VENV)/.installed
 	$(PY) eval_smpl.py --cfg configs/smpl/open_eval.yaml
 	$(PY) eval_smplx.py --cfg configs/smplx/open_eval.yaml
 
-test: $(VENV)/.installed
+# The linter and the format check first (seconds), then the test suite.
+test: lint
 	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# Rewrites files: the fixable lint findings and the formatting.
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: $(VENV)/.installed
 	$(PY) bench/bench_solver.py
+
+# Mutation testing of lib/kinematics, lib/solver and lib/io (about 15 minutes on 2 cores; not in CI).
+# Results: `$(VENV)/bin/mutmut results`; survivors are explained in docs/testing.md.
+mutate: $(VENV)/.dev-installed
+	rm -rf mutants
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2
+	$(VENV)/bin/mutmut results
 
 clean-venv:
 	rm -rf $(VENV)
