@@ -202,6 +202,16 @@ def _within_limits(dofs: np.ndarray, ranges: np.ndarray):
     assert np.all((norm ** 2).sum(-1) <= 1.0 + 1e-9)
 
 
+def test_limit_rows_are_the_trees_body_slots():
+    """The sampler indexes the SMPL limit table by the tree's body pose slots: its rows are SMPL's joints by name,
+    and SMPL-X's body slots are the same joints (same parents) as SMPL's."""
+    from lib.kinematics.tree import SMPL_JOINT_NAMES
+
+    assert SMPL_TABLE.names == SMPL_JOINT_NAMES
+    body = SMPLX_TREE.pose_slots('body_pose')
+    assert [SMPLX_TREE.parents[j] for j in body] == [SMPL_TREE.parents[j] for j in body]
+
+
 def test_angles_within_documented_limits():
     s = syn.sample_smplx_poses(5000, 1)
     body = s.dofs[:, 1:22]

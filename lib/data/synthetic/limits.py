@@ -154,7 +154,7 @@ ROOT_YAW_STEP = 60.0      # degrees, largest yaw change between keyposes
 ROOT_FREE_FRACTION = 0.2  # sequences whose base orientation is uniformly random (lying, upside down, ...)
 
 
-def check_table(table: Sequence[JointLimit]) -> None:
+def _check_table(table: Sequence[JointLimit]) -> None:
     for lim in table:
         u = np.asarray(lim.twist_axis)
         e1, e2 = (np.asarray(e) for e in lim.swing_axes)
@@ -167,8 +167,8 @@ def check_table(table: Sequence[JointLimit]) -> None:
                 raise ValueError(f'{lim.name}: each range needs low <= neutral <= high and must contain 0')
 
 
-check_table(SMPL_LIMITS)
-check_table(HAND_LIMITS)
+_check_table(SMPL_LIMITS)
+_check_table(HAND_LIMITS)
 
 
 class LimitTable:

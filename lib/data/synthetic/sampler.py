@@ -59,7 +59,7 @@ class SyntheticPoses:
     hand_dofs: np.ndarray | None = None
 
 
-def rng_streams(seed: int, *salt: int, count: int = 6) -> list[np.random.Generator]:
+def _rng_streams(seed: int, *salt: int, count: int = 6) -> list[np.random.Generator]:
     root = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *salt])
     return [np.random.default_rng(s) for s in root.spawn(count)]
 
@@ -168,7 +168,7 @@ def _sample(body: str, n: int, seed: int, kids: float, seq: SequenceConfig, vid_
     if not 0.0 <= kids <= 1.0:
         raise ValueError(f'kids is a fraction of sequences in [0, 1], got {kids}')
     tree = TREES[body]
-    r_layout, r_body, r_root, r_shape, r_hand, r_couple = rng_streams(seed, _BODY_CODE[body], *salt)
+    r_layout, r_body, r_root, r_shape, r_hand, r_couple = _rng_streams(seed, _BODY_CODE[body], *salt)
     layout = _Layout(n, r_layout, seq)
     m, k = layout.num_seqs, layout.num_keys
     axes = axes_for(body, rest_joints)
@@ -242,7 +242,7 @@ def sample_hand_poses(n: int, seed: int, concentration: float = 2.0,
                       rest_joints: np.ndarray | None = None) -> np.ndarray:
     """``n`` independent hand-pose pairs: (n, 2, 15, 3) axis-angle, [:, 0] left and [:, 1] right hand, in SMPL-X
     order (index, middle, pinky, ring, thumb; 3 joints each). ``rest_joints``: (76, 3) SMPL-X slots, optional."""
-    r_hand, r_couple = rng_streams(seed, 7, count=2)
+    r_hand, r_couple = _rng_streams(seed, 7, count=2)
     dofs = _couple_hand(r_couple, _sample_angles(r_hand, HAND_TABLE.ranges, (n, 2), concentration))
     return hand_rotvec(dofs, axes_for('smplx', rest_joints))
 
