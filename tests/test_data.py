@@ -17,6 +17,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from lib.data import synthetic as syn  # noqa: E402
+from lib.data.synthetic import axes as syn_axes  # noqa: E402
+from lib.data.synthetic import sampler as syn_sampler  # noqa: E402
+from lib.data.synthetic import writer as syn_writer  # noqa: E402
+from lib.data.synthetic.limits import SMPL_TABLE  # noqa: E402
 from lib.data.db import (DatabaseFormatError, PoseDataset, UnsafeDatabaseError, db_path, load_db,  # noqa: E402
                          safe_joblib_load, validate_db, window_starts, write_db)
 from lib.kinematics.tree import SMPL_TREE, SMPLX_TREE  # noqa: E402
@@ -198,6 +202,16 @@ def _within_limits(dofs: np.ndarray, ranges: np.ndarray):
     assert np.all((norm ** 2).sum(-1) <= 1.0 + 1e-9)
 
 
+def test_limit_rows_are_the_trees_body_slots():
+    """The sampler indexes the SMPL limit table by the tree's body pose slots: its rows are SMPL's joints by name,
+    and SMPL-X's body slots are the same joints (same parents) as SMPL's."""
+    from lib.kinematics.tree import SMPL_JOINT_NAMES
+
+    assert SMPL_TABLE.names == SMPL_JOINT_NAMES
+    body = SMPLX_TREE.pose_slots('body_pose')
+    assert [SMPLX_TREE.parents[j] for j in body] == [SMPL_TREE.parents[j] for j in body]
+
+
 def test_angles_within_documented_limits():
     s = syn.sample_smplx_poses(5000, 1)
     body = s.dofs[:, 1:22]
@@ -259,8 +273,8 @@ def test_smooth_within_sequences():
 
 def _move(model, table_row: int, dof: int, degrees: float, joint: int, extra: tuple = ()) -> np.ndarray:
     """Displacement of ``joint`` (toy SMPL body) when one anatomical angle of table row ``table_row`` is set."""
-    pose = _single_dof(syn._SMPL_TABLE, table_row, dof, degrees, extra)
-    base = _single_dof(syn._SMPL_TABLE, table_row, dof, 0.0, extra)
+    pose = _single_dof(SMPL_TABLE, table_row, dof, degrees, extra)
+    base = _single_dof(SMPL_TABLE, table_row, dof, 0.0, extra)
     return _posed_joints(model, pose)[0, joint] - _posed_joints(model, base)[0, joint]
 
 
@@ -304,7 +318,7 @@ def test_left_right_mirror_symmetry(any_smpl):
         dofs[left] = dofs[right] = rng.uniform(-30, 30, 3)
     for j in (3, 6, 9, 12, 15):   # midline joints: only symmetric motions (flexion)
         dofs[j, 0] = rng.uniform(-10, 10)
-    joints = _posed_joints(smpl_model, syn.dofs_to_rotvec(dofs, syn._SMPL_TABLE.axes, syn._SMPL_TABLE.mirror))[0]
+    joints = _posed_joints(smpl_model, syn.dofs_to_rotvec(dofs, SMPL_TABLE.axes, SMPL_TABLE.mirror))[0]
     for right, left in _MIRROR_OF.items():
         np.testing.assert_allclose(joints[right], joints[left] * (-1.0, 1.0, 1.0), atol=1e-4)  # 0.1 mm
 
@@ -316,13 +330,13 @@ def test_finger_axes(any_smplx, hand, aligned):
     and towards the fingers (idealised axes, and axes aligned to the model's rest bones)."""
     smplx_model = any_smplx
     rest = smplx_model.rest_joints(torch.zeros(1, smplx_model.num_betas, dtype=torch.float64))[0].numpy()
-    axes = syn._axes_for('smplx', rest if aligned else None)
+    axes = syn_axes.axes_for('smplx', rest if aligned else None)
 
     def tip_move(row, dof, degrees, tip):
         dofs = np.zeros((2, 15, 3))
         dofs[hand, row, dof] = degrees
         pose = np.zeros((55, 3))
-        pose[25:55] = syn._hand_rotvec(dofs, axes).reshape(30, 3)
+        pose[25:55] = syn_sampler.hand_rotvec(dofs, axes).reshape(30, 3)
         return _posed_joints(smplx_model, pose)[0, tip] - _posed_joints(smplx_model, np.zeros((55, 3)))[0, tip]
 
     tips = {'thumb': 66, 'index': 67, 'middle': 68, 'ring': 69, 'pinky': 70}
@@ -571,7 +585,7 @@ def test_make_synthetic_db_tool(tmp_path, smpl_model, monkeypatch):
     sys.path.insert(0, str(ROOT / 'tools'))
     import make_synthetic_db as tool
 
-    monkeypatch.setattr(syn, '_load_body_model', lambda body, model, kid: smpl_model)
+    monkeypatch.setattr(syn_writer, '_load_body_model', lambda body, model, kid: smpl_model)
     assert tool.main(['--body', 'smpl', '--split', 'test', '--n', '64', '--seed', '3', '--out', str(tmp_path)]) == 0
     db = load_db(tmp_path / 'synthetic_test_db.pt', 'smpl')
     assert db['theta'].shape == (64, 72)

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from lib.core.config import REPO_ROOT
+from lib.kinematics.skeleton import bone_lengths
 from lib.kinematics.tree import SMPL_TREE
 from lib.models.body_model import BodyModel
 from lib.models.skeleton_2_beta import load_skeleton_2_beta, save_skeleton_2_beta
-from lib.solver.shape_inverse import ShapeInverse, bone_lengths, fit_bone_length_model
+from lib.solver.shape_inverse import ShapeInverse, fit_bone_length_model
 
 OPEN_SMPL = REPO_ROOT / "data/open/smpl/OPEN_SMPL_NEUTRAL.npz"
 

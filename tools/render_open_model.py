@@ -14,6 +14,7 @@ flat_hand_mean=True) with its vertex-joint selector rebuilt from the file's `vid
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -25,6 +26,12 @@ import torch                                                                # no
 from matplotlib.collections import LineCollection, PolyCollection          # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from lib.kinematics.tree import SMPL_TREE, SMPLX_TREE                      # noqa: E402
+
+LEFT, RIGHT = 0, 1                                                          # indices into the tree's hands
 
 # An example pose (axis-angle per SMPL joint, radians): left hip flexed and knee bent, right arm lowered with the
 # elbow bent forward, left arm raised with the elbow bent up, head turned, trunk slightly bent.
@@ -49,7 +56,7 @@ def load_smpl(path: Path) -> smplx.SMPL:
 
 
 def forward(model: smplx.SMPL, pose: dict, betas: np.ndarray):
-    body_pose = torch.zeros(1, 69)
+    body_pose = torch.zeros(1, 3 * len(SMPL_TREE.pose_slots('body_pose')))
     for j, rv in pose.items():
         body_pose[0, 3 * (j - 1):3 * j] = torch.tensor(rv)
     b = torch.zeros(1, model.num_betas)
@@ -70,8 +77,9 @@ def draw_view(ax, verts, faces, joints, parents, view: str, title: str):
     draw_mesh(ax, verts, faces, h, verts[:, 1], depth, cam)
     segs = [[(jh[j], joints[j, 1]), (jh[p], joints[p, 1])] for j, p in enumerate(parents) if p >= 0]
     ax.add_collection(LineCollection(segs, colors='k', linewidths=1.0, zorder=3))
-    ax.scatter(jh[:24], joints[:24, 1], s=9, c='red', zorder=4)
-    ax.scatter(jh[24:], joints[24:, 1], s=5, c='tab:blue', zorder=4)
+    num_body = SMPL_TREE.num_pose_joints
+    ax.scatter(jh[:num_body], joints[:num_body, 1], s=9, c='red', zorder=4)
+    ax.scatter(jh[num_body:], joints[num_body:, 1], s=5, c='tab:blue', zorder=4)
     ax.set_aspect('equal')
     ax.autoscale_view()
     ax.set_title(title, fontsize=9)
@@ -102,7 +110,7 @@ VIEWS = {'front': ((0, 1.0), (1, 1.0), np.array([0.0, 0.0, 1.0])),
          'side': ((2, 1.0), (1, 1.0), np.array([-1.0, 0.0, 0.0])),
          'top': ((0, 1.0), (2, -1.0), np.array([0.0, 1.0, 0.0]))}
 SMPLX_FINGERS = ('index', 'middle', 'pinky', 'ring', 'thumb')         # SMPL-X slot order, 3 joints each
-TIPS = ('thumb', 'index', 'middle', 'ring', 'pinky')                   # fingertip vertex joints 66-70 / 71-75
+TIPS = ('thumb', 'index', 'middle', 'ring', 'pinky')                   # the tree's hand order (4 slots a finger)
 # Fist: flexion (radians) of the three joints of each finger (thumb: CMC, MCP, IP), and for the thumb also its swing
 # across the palm towards the fingers (about the vertical axis).
 FIST = {'index': (1.3, 1.7, 1.1), 'middle': (1.3, 1.7, 1.1), 'ring': (1.3, 1.7, 1.1), 'pinky': (1.3, 1.7, 1.1),
@@ -121,8 +129,12 @@ def load_smplx(path: Path) -> smplx.SMPLX:
     return model
 
 
+def hand_index(side: str) -> int:
+    return LEFT if side == 'L' else RIGHT
+
+
 def finger_slots(side: str) -> dict:
-    first = 25 if side == 'L' else 40
+    first = SMPLX_TREE.hand_pose_slots[hand_index(side)].start
     return {name: [first + 3 * k + i for i in range(3)] for k, name in enumerate(SMPLX_FINGERS)}
 
 
@@ -130,26 +142,25 @@ def fist_pose(rest_joints: np.ndarray, side: str) -> np.ndarray:
     """(15, 3) axis-angle hand pose: every finger joint flexed about the axis that turns the finger's rest direction
     (first -> third joint) towards the palm (-y); the thumb also swings across the palm. (The zero-pose frames are
     the world axes; the fingers' joints all turn about one axis, so their local rotations are these world ones.)"""
-    pose = np.zeros((15, 3))
+    hand_slots = SMPLX_TREE.hand_pose_slots[hand_index(side)]
+    pose = np.zeros((len(hand_slots), 3))
     for name, slots in finger_slots(side).items():
         d = rest_joints[slots[2]] - rest_joints[slots[0]]
         axis = np.cross(d, [0.0, -1.0, 0.0])
         axis /= np.linalg.norm(axis)
         across = np.array([0.0, 1.0 if side == 'L' else -1.0, 0.0])   # turns the thumb towards the fingers
         for i, slot in enumerate(slots):
-            pose[slot - (25 if side == 'L' else 40)] = FIST[name][i] * axis + (
+            pose[slot - hand_slots.start] = FIST[name][i] * axis + (
                 THUMB_ACROSS[i] * across if name == 'thumb' else 0.0)
     return pose
 
 
 def smplx_forward(model: smplx.SMPLX, left=None, right=None):
-    z = torch.zeros(1, 3)
-    kw = dict(betas=torch.zeros(1, model.num_betas), global_orient=z, body_pose=torch.zeros(1, 63), jaw_pose=z,
-              leye_pose=z, reye_pose=z, expression=torch.zeros(1, model.num_expression_coeffs),
-              left_hand_pose=torch.zeros(1, 45) if left is None else torch.as_tensor(left, dtype=torch.float32
-                                                                                      ).reshape(1, 45),
-              right_hand_pose=torch.zeros(1, 45) if right is None else torch.as_tensor(right, dtype=torch.float32
-                                                                                        ).reshape(1, 45))
+    kw = {group.name: torch.zeros(1, 3 * group.size) for group in SMPLX_TREE.pose_groups}
+    for name, hand in (('left_hand_pose', left), ('right_hand_pose', right)):
+        if hand is not None:
+            kw[name] = torch.as_tensor(hand, dtype=torch.float32).reshape(1, -1)
+    kw.update(betas=torch.zeros(1, model.num_betas), expression=torch.zeros(1, model.num_expression_coeffs))
     with torch.no_grad():
         out = model(**kw)
     return out.vertices[0].numpy().astype(np.float64), out.joints[0].numpy().astype(np.float64)
@@ -191,20 +202,26 @@ def render_smplx(path: Path, out: Path, dpi: int) -> None:
     fig = plt.figure(figsize=(16, 13.5))
     grid = fig.add_gridspec(3, 4, height_ratios=[1.35, 1, 1])
     ax = fig.add_subplot(grid[0, :2])
-    draw_view(ax, rest_v, faces, rest_j[:55], parents, 'front', 'template (zero pose, zero betas): front')
-    ax.scatter(rest_j[55:76, 0], rest_j[55:76, 1], s=5, c='tab:blue', zorder=4)
+    num_pose, num_slots = SMPLX_TREE.num_pose_joints, SMPLX_TREE.num_joints    # slots past the pose: vertex joints
+    draw_view(ax, rest_v, faces, rest_j[:num_pose], parents, 'front', 'template (zero pose, zero betas): front')
+    ax.scatter(rest_j[num_pose:num_slots, 0], rest_j[num_pose:num_slots, 1], s=5, c='tab:blue', zorder=4)
     ax = fig.add_subplot(grid[0, 2])
-    draw_view(ax, rest_v, faces, rest_j[:55], parents, 'side', 'side')
+    draw_view(ax, rest_v, faces, rest_j[:num_pose], parents, 'side', 'side')
     ax = fig.add_subplot(grid[0, 3])
-    head = rest_j[15]
+    face = [slot for group in ('jaw_pose', 'leye_pose', 'reye_pose') for slot in SMPLX_TREE.pose_slots(group)]
+    head_slot = SMPLX_TREE.parents[face[0]]
+    head = rest_j[head_slot]
+    # smplx's joint output: the tree's slots, then 51 face landmarks; its first 5 vertex joints are nose, eyes, ears
     draw_close(ax, rest_v, faces, rest_j, parents, 'front',
                (head + [-0.1, -0.09, -0.2], head + [0.1, 0.1, 0.2]),
                'face: jaw, eyes (red), 51 landmarks (orange), nose / eye / ear vertex joints',
-               [15, 22, 23, 24], landmark_ids=list(range(76, 127)) + [55, 56, 57, 58, 59])
+               [head_slot] + face,
+               landmark_ids=list(range(num_slots, len(rest_j))) + list(range(num_pose, num_pose + 5)))
     for r, side in enumerate(('L', 'R')):
-        wrist = 20 if side == 'L' else 21
+        hand = SMPLX_TREE.hands[hand_index(side)]              # wrist, then per finger (TIPS order) 3 joints, tip
+        wrist = hand[0]
         sx = 1.0 if side == 'L' else -1.0
-        tips = [(66 + 5 * (side == 'R') + k, finger_slots(side)[name][2]) for k, name in enumerate(TIPS)]
+        tips = [(hand[4 + 4 * k], finger_slots(side)[name][2]) for k, name in enumerate(TIPS)]
         joint_ids = [wrist] + sum(finger_slots(side).values(), [])
         c = rest_j[wrist]
         box = (c + [min(-0.03 * sx, 0.22 * sx), -0.12, -0.1], c + [max(-0.03 * sx, 0.22 * sx), 0.08, 0.12])
@@ -218,8 +235,8 @@ def render_smplx(path: Path, out: Path, dpi: int) -> None:
                 draw_close(ax, verts, faces, joints, parents, view, vb,
                            f'{name} hand, {what}: ' + ('from above' if view == 'top' else 'from the front'),
                            joint_ids, tip_ids=tips)
-    fig.suptitle(f'{path.name}: {len(rest_v)} vertices, {len(faces)} faces, 55 joints (red), vertex joints (blue; '
-                 f'fingertips green); hands from above: the back of the hand, the body behind it at the top',
+    fig.suptitle(f'{path.name}: {len(rest_v)} vertices, {len(faces)} faces, {num_pose} joints (red), vertex joints '
+                 f'(blue; fingertips green); hands from above: the back of the hand, the body behind it at the top',
                  fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -236,7 +253,7 @@ def main(argv=None):
     parser.add_argument('--dpi', type=int, default=110)
     args = parser.parse_args(argv)
     with np.load(args.model, allow_pickle=False) as d:
-        is_smplx = d['kintree_table'].shape[1] == 55
+        is_smplx = d['kintree_table'].shape[1] == SMPLX_TREE.num_pose_joints
     if is_smplx:
         render_smplx(args.model, args.out or ROOT / 'docs/open_smplx.png', args.dpi)
         return
@@ -252,8 +269,8 @@ def main(argv=None):
     btxt = f', betas {args.betas}' if args.betas else ''
     draw_view(axes[2], pose_v, faces, pose_j, parents, 'front', f'posed example{btxt}: front')
     draw_view(axes[3], pose_v, faces, pose_j, parents, 'side', 'side')
-    fig.suptitle(f'{args.model.name}: {len(rest_v)} vertices, {len(faces)} faces, 24 joints (red), '
-                 f'smplx landmark vertices (blue)', fontsize=10)
+    fig.suptitle(f'{args.model.name}: {len(rest_v)} vertices, {len(faces)} faces, '
+                 f'{SMPL_TREE.num_pose_joints} joints (red), smplx landmark vertices (blue)', fontsize=10)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=args.dpi)

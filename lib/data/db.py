@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lib.kinematics.tree import SMPL_TREE, SMPLX_TREE, TREES
+
 __all__ = ['DB_NAMES', 'UnsafeDatabaseError', 'DatabaseFormatError', 'db_stem', 'db_path', 'safe_joblib_load',
            'load_db', 'validate_db', 'write_db', 'db_pose', 'window_starts', 'PoseDataset', 'resolve_db',
            'build_dataset', 'NUM_POSE_JOINTS']
@@ -39,7 +41,7 @@ DB_NAMES = {'SYNTHETIC': 'synthetic', 'AMASS': 'amass', 'ThreeDPW': '3dpw', 'AGO
 # Other spellings found in the official download: the AMASS test file and the SMPL-X db directory.
 _ALT_FILES = {'amass': ('amss',)}
 _ALT_DIRS = {'smplxiks_db': 'smpxliks_db', 'smpxliks_db': 'smplxiks_db'}
-NUM_POSE_JOINTS = {'smpl': 24, 'smplx': 55}
+NUM_POSE_JOINTS = {name: tree.num_pose_joints for name, tree in TREES.items()}
 _OFFICIAL_SOURCE = ('the official SMPL-IKS databases (amass, 3dpw, agora for SMPL; amass, motionx, agora for '
                     'SMPL-X) come from the download linked on the SMPL-IKS project page (data/smpl/smpliks_db, '
                     'data/smplx/smplxiks_db); SYNTHETIC databases are generated automatically on first use '
@@ -256,13 +258,18 @@ def safe_joblib_load(path: str | os.PathLike) -> Any:
 # Validation
 # ---------------------------------------------------------------------------------------------------------------
 
+# The official SMPL-X db stores these pose groups of the tree (smplx name) under its own keys; jaw and eyes are zero.
+SMPLX_DB_POSE_KEYS = {'global_orient': 'global_orient', 'body_pose': 'body_pose', 'lhand_pose': 'left_hand_pose',
+                      'rhand_pose': 'right_hand_pose'}
 # key -> (columns, at_least): arrays are brought to (N, columns); at_least allows more columns (betas).
 _SPECS: dict[str, dict[str, tuple[int, bool]]] = {
-    'smpl': {'beta': (10, True), 'theta': (72, False), 'twist_angle': (23, False)},
-    'smplx': {'betas': (10, True), 'global_orient': (3, False), 'body_pose': (63, False), 'lhand_pose': (45, False),
-              'rhand_pose': (45, False), 'twist_angle': (54, False)},
+    'smpl': {'beta': (10, True), 'theta': (3 * SMPL_TREE.num_pose_joints, False),
+             'twist_angle': (SMPL_TREE.num_twists, False)},
+    'smplx': {'betas': (10, True),
+              **{key: (3 * len(SMPLX_TREE.pose_slots(group)), False) for key, group in SMPLX_DB_POSE_KEYS.items()},
+              'twist_angle': (SMPLX_TREE.num_twists, False)},
 }
-_OPTIONAL = {'smpl': {'orig_theta': (72, False)}, 'smplx': {}}
+_OPTIONAL = {'smpl': {'orig_theta': (3 * SMPL_TREE.num_pose_joints, False)}, 'smplx': {}}
 
 
 def _check_body(body: str) -> str:
@@ -361,13 +368,15 @@ def db_pose(db: Mapping[str, np.ndarray], body: str) -> np.ndarray:
     """Axis-angle pose (N, P, 3) incl. the root from a validated db: SMPL theta; SMPL-X global_orient, body_pose,
     zero jaw / eyes, lhand_pose, rhand_pose (smplx's full-pose order)."""
     body = _check_body(body)
+    tree = TREES[body]
     if body == 'smpl':
-        return np.asarray(db['theta']).reshape(-1, 24, 3)
+        return np.asarray(db['theta']).reshape(-1, tree.num_pose_joints, 3)
     n = len(db['global_orient'])
-    parts = [db['global_orient'].reshape(n, 1, 3), db['body_pose'].reshape(n, 21, 3),
-             np.zeros((n, 3, 3), dtype=np.asarray(db['body_pose']).dtype),
-             db['lhand_pose'].reshape(n, 15, 3), db['rhand_pose'].reshape(n, 15, 3)]
-    return np.concatenate(parts, axis=1)
+    dtype = np.result_type(*(np.asarray(db[key]) for key in SMPLX_DB_POSE_KEYS))
+    pose = np.zeros((n, tree.num_pose_joints, 3), dtype=dtype)
+    for key, group in SMPLX_DB_POSE_KEYS.items():
+        pose[:, tree.pose_slots(group)] = np.asarray(db[key]).reshape(n, -1, 3)
+    return pose
 
 
 # ---------------------------------------------------------------------------------------------------------------

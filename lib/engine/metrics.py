@@ -5,9 +5,8 @@ from collections import defaultdict
 
 from torch import Tensor
 
-from lib.kinematics.skeleton import root_relative
+from lib.kinematics.skeleton import MM_PER_M, bone_lengths, root_relative
 from lib.kinematics.tree import KinematicTree
-from lib.solver.shape_inverse import MM_PER_M, bone_lengths
 
 
 def mpbe(tree: KinematicTree, target: Tensor, rest: Tensor) -> Tensor:

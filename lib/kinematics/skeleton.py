@@ -1,15 +1,54 @@
-"""Forward kinematics of a bare skeleton (no mesh): rest joints and local rotations -> posed joints."""
+"""A bare skeleton (no mesh) read through its tree: root-relative joints, bone lengths, two-direction orientation of
+a joint, and forward kinematics (rest joints and local rotations -> posed joints)."""
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from lib.kinematics.rotations import two_direction_orientation
 from lib.kinematics.tree import KinematicTree
+
+MM_PER_M = 1000.0
 
 
 def root_relative(tree: KinematicTree, joints: Tensor) -> Tensor:
     """(B, J, 3) joints with the tree's root moved to the origin."""
     return joints - joints[:, tree.root:tree.root + 1]
+
+
+def bone_lengths(tree: KinematicTree, joints: Tensor) -> Tensor:
+    """(B, J, 3) joints in metres -> (B, G) bone lengths in millimetres, one per ``tree.bone_groups`` entry.
+
+    Each entry is the mean length of the bones ending at the group's joints (left/right pairs averaged).
+    """
+    ends = [j for group in tree.bone_groups for j in group]
+    starts = [tree.parents[j] for j in ends]
+    lengths = (joints[:, ends] - joints[:, starts]).norm(dim=-1) * MM_PER_M
+    out, k = [], 0
+    for group in tree.bone_groups:
+        out.append(lengths[:, k:k + len(group)].mean(dim=1))
+        k += len(group)
+    return torch.stack(out, dim=1)
+
+
+def _mean_offset(joints: Tensor, origin: int, targets: tuple[int, ...]) -> Tensor:
+    """Mean of ``joints[:, c] - joints[:, origin]`` over ``targets``: (B, 3)."""
+    return (joints[:, list(targets)] - joints[:, origin:origin + 1]).mean(dim=1)
+
+
+def two_direction_rotation(tree: KinematicTree, joint: int, rest: Tensor, target: Tensor,
+                           parent_rotation: Tensor | None = None) -> Tensor:
+    """Local orientation of a two-direction joint from rest joints and target joints (B, J, 3) -> (B, 3, 3).
+
+    Target offsets are brought into the parent's frame with ``parent_rotation`` (B, 3, 3) when given.
+    """
+    spec = tree.two_direction_by_joint[joint]
+    a_rest, c_rest = _mean_offset(rest, joint, spec.primary), _mean_offset(rest, joint, spec.secondary)
+    a_posed, c_posed = _mean_offset(target, joint, spec.primary), _mean_offset(target, joint, spec.secondary)
+    if parent_rotation is not None:
+        to_parent = parent_rotation.transpose(-1, -2)
+        a_posed, c_posed = (to_parent @ a_posed[..., None])[..., 0], (to_parent @ c_posed[..., None])[..., 0]
+    return two_direction_orientation(a_rest, a_posed, c_rest, c_posed)
 
 
 def global_rotations(tree: KinematicTree, local_rotmats: Tensor) -> dict[int, Tensor]:

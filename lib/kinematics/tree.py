@@ -40,13 +40,41 @@ class Part:
 
 
 @dataclass(frozen=True)
+class PoseGroup:
+    """One named stretch of the pose vector (smplx's keyword for it): pose slots ``start .. stop - 1``."""
+
+    name: str
+    start: int
+    stop: int
+
+    @property
+    def slots(self) -> range:
+        return range(self.start, self.stop)
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+def _consecutive_groups(*sizes: tuple[str, int]) -> tuple[PoseGroup, ...]:
+    """Consecutive pose groups from (name, number of slots) pairs, the first starting at slot 0."""
+    groups, start = [], 0
+    for name, size in sizes:
+        groups.append(PoseGroup(name, start, start + size))
+        start += size
+    return tuple(groups)
+
+
+@dataclass(frozen=True)
 class KinematicTree:
     """A body model's skeleton and the method's choices on it.
 
     Attributes:
         name: 'smpl' or 'smplx'.
         parents: parent slot of every slot (``NO_PARENT`` for the root and for slots outside the skeleton).
-        num_pose_joints: slots 0..num_pose_joints-1 carry a rotation in the body model's pose vector.
+        pose_groups: the body model's pose vector as smplx lays it out (``global_orient``, ``body_pose``, then for
+            SMPL-X ``jaw_pose``, ``leye_pose``, ``reye_pose``, ``left_hand_pose``, ``right_hand_pose``): slots
+            0..num_pose_joints-1 carry a rotation, in these consecutive groups.
         skeleton: slots the solver places and rotates (others, e.g. SMPL-X jaw and eyes, are left alone).
         two_direction: joints solved by two-direction orientation; the first one is the root.
         relative_joints: joints whose rotation is the relative of the minimal rotations of their parent bone and
@@ -60,7 +88,7 @@ class KinematicTree:
 
     name: str
     parents: tuple[int, ...]
-    num_pose_joints: int
+    pose_groups: tuple[PoseGroup, ...]
     skeleton: tuple[int, ...]
     two_direction: tuple[TwoDirectionJoint, ...]
     bone_groups: tuple[tuple[int, ...], ...]
@@ -73,6 +101,24 @@ class KinematicTree:
     @property
     def num_joints(self) -> int:
         return len(self.parents)
+
+    @property
+    def num_pose_joints(self) -> int:
+        """Rotations in a pose vector, root included."""
+        return self.pose_groups[-1].stop
+
+    def pose_slots(self, group: str) -> range:
+        """Pose slots of one of ``pose_groups`` by its smplx name, e.g. ``pose_slots("left_hand_pose")``."""
+        for candidate in self.pose_groups:
+            if candidate.name == group:
+                return candidate.slots
+        raise ValueError(f"{self.name} has no pose group {group!r}; it has {[g.name for g in self.pose_groups]}")
+
+    @property
+    def hand_pose_slots(self) -> tuple[range, ...]:
+        """Per hand (left, right, as ``hands``): its pose slots, in smplx's finger order (index, middle, pinky, ring,
+        thumb; 3 joints each). Empty for a body without hands."""
+        return tuple(self.pose_slots(group) for group in ("left_hand_pose", "right_hand_pose")) if self.hands else ()
 
     @property
     def num_twists(self) -> int:
@@ -120,6 +166,8 @@ class KinematicTree:
         return {j: c[-1] for j, c in self.children.items() if c and 0 < j < self.num_pose_joints}
 
     def __post_init__(self):
+        if [g.start for g in self.pose_groups] != [0] + [g.stop for g in self.pose_groups[:-1]]:
+            raise ValueError(f"{self.name}: pose groups must be consecutive from slot 0")
         inside = set(self.skeleton)
         for j in self.skeleton:
             p = self.parents[j]
@@ -153,7 +201,7 @@ _BODY_SEGMENTS = ((1, 4, 7), (2, 5, 8), (3, 6, 9), (13, 16, 18), (14, 17, 19))
 SMPL_TREE = KinematicTree(
     name="smpl",
     parents=_SMPL_PARENTS,
-    num_pose_joints=24,
+    pose_groups=_consecutive_groups(("global_orient", 1), ("body_pose", 23)),
     skeleton=tuple(range(24)),
     two_direction=(_PELVIS, _SPINE3),
     bone_groups=_BODY_BONE_GROUPS + ((22, 23),),
@@ -203,7 +251,8 @@ def _smplx_parents() -> tuple[int, ...]:
 SMPLX_TREE = KinematicTree(
     name="smplx",
     parents=_smplx_parents(),
-    num_pose_joints=55,
+    pose_groups=_consecutive_groups(("global_orient", 1), ("body_pose", 21), ("jaw_pose", 1), ("leye_pose", 1),
+                                    ("reye_pose", 1), ("left_hand_pose", 15), ("right_hand_pose", 15)),
     skeleton=tuple(range(22)) + tuple(range(25, 55)) + tuple(range(66, 76)),
     two_direction=(_PELVIS, _SPINE3, _L_WRIST, _R_WRIST),
     bone_groups=_BODY_BONE_GROUPS + tuple(zip(_L_HAND[1:], _R_HAND[1:])),

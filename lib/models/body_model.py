@@ -24,6 +24,7 @@ from smplx.lbs import batch_rigid_transform, batch_rodrigues, blend_shapes, vert
 from smplx.vertex_ids import vertex_ids as SMPLX_PACKAGE_VERTEX_IDS
 from smplx.vertex_joint_selector import VertexJointSelector
 
+from lib.kinematics.tree import TREES
 from lib.models.safe_pickle import load_pickle
 
 __all__ = ['BodyOutput', 'BodyModel', 'load_body_model_data', 'VERTEX_JOINT_NAMES', 'DEFAULT_BODY_MODEL']
@@ -52,8 +53,9 @@ class _ModelSpec:
     vertex_joints: bool        # append smplx's 21 vertex joints (face, feet, fingertips) to the skeleton
 
 
-_SPECS = {'smpl': _ModelSpec(num_pose_joints=24, vertex_joints=False),
-          'smplx': _ModelSpec(num_pose_joints=55, vertex_joints=True)}
+# The tree's slots past its pose joints (SMPL-X: face, feet, fingertips) are filled with smplx's vertex joints.
+_SPECS = {name: _ModelSpec(num_pose_joints=tree.num_pose_joints, vertex_joints=tree.num_joints > tree.num_pose_joints)
+          for name, tree in TREES.items()}
 _MAX_BETAS = 300  # smplx's SHAPE_SPACE_DIM: in SMPL-X files the expression directions follow column 300
 _SMPLX_PACKAGE_NUM_VERTICES = 10475  # the licensed SMPL-X topology that smplx's own vertex ids belong to
 

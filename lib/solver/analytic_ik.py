@@ -17,28 +17,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lib.kinematics.rotations import minimal_rotation, rotation_about_axis, two_direction_orientation
+from lib.kinematics.rotations import minimal_rotation, rotation_about_axis
+from lib.kinematics.skeleton import two_direction_rotation
 from lib.kinematics.tree import KinematicTree
-
-
-def _mean_offset(joints: Tensor, origin: int, targets: tuple[int, ...]) -> Tensor:
-    """Mean of ``joints[:, c] - joints[:, origin]`` over ``targets``: (B, 3)."""
-    return (joints[:, list(targets)] - joints[:, origin:origin + 1]).mean(dim=1)
-
-
-def two_direction_rotation(tree: KinematicTree, joint: int, rest: Tensor, target: Tensor,
-                           parent_rotation: Tensor | None = None) -> Tensor:
-    """Local orientation of a two-direction joint from rest joints and target joints (B, J, 3) -> (B, 3, 3).
-
-    Target offsets are brought into the parent's frame with ``parent_rotation`` (B, 3, 3) when given.
-    """
-    spec = tree.two_direction_by_joint[joint]
-    a_rest, c_rest = _mean_offset(rest, joint, spec.primary), _mean_offset(rest, joint, spec.secondary)
-    a_posed, c_posed = _mean_offset(target, joint, spec.primary), _mean_offset(target, joint, spec.secondary)
-    if parent_rotation is not None:
-        to_parent = parent_rotation.transpose(-1, -2)
-        a_posed, c_posed = (to_parent @ a_posed[..., None])[..., 0], (to_parent @ c_posed[..., None])[..., 0]
-    return two_direction_orientation(a_rest, a_posed, c_rest, c_posed)
 
 
 def solve_rotations(tree: KinematicTree, rest: Tensor, target: Tensor, phi: Tensor | None = None) -> Tensor:

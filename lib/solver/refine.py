@@ -13,9 +13,8 @@ import torch
 from torch import Tensor
 
 from lib.kinematics.rotations import minimal_rotation, normalize
-from lib.kinematics.skeleton import root_relative
+from lib.kinematics.skeleton import root_relative, two_direction_rotation
 from lib.kinematics.tree import KinematicTree
-from lib.solver.analytic_ik import two_direction_rotation
 
 VARIANTS = ("v1", "v2", "none")
 

@@ -11,25 +11,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from lib.kinematics.skeleton import bone_lengths
 from lib.kinematics.tree import KinematicTree
-
-MM_PER_M = 1000.0
-
-
-def bone_lengths(tree: KinematicTree, joints: Tensor) -> Tensor:
-    """(B, J, 3) joints in metres -> (B, G) bone lengths in millimetres, one per ``tree.bone_groups`` entry.
-
-    Each entry is the mean length of the bones ending at the group's joints (left/right pairs averaged).
-    """
-    ends = [j for group in tree.bone_groups for j in group]
-    starts = [tree.parents[j] for j in ends]
-    lengths = (joints[:, ends] - joints[:, starts]).norm(dim=-1) * MM_PER_M
-    out, k = [], 0
-    for group in tree.bone_groups:
-        out.append(lengths[:, k:k + len(group)].mean(dim=1))
-        k += len(group)
-    return torch.stack(out, dim=1)
-
 
 RestJointFn = Callable[[Tensor], Tensor]
 
