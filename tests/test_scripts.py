@@ -55,6 +55,8 @@ def test_eval_smpl_end_to_end(tiny_dbs, tmp_path, untrained_checkpoint):
     assert record["mpbe_mm"] < 1.0 and record["analyik_mpjpe_mm"] < 1.0
     assert record["oracle_mpve_mm"] < record["analyik_mpve_mm"]
     assert record["mixik_mpve_mm"] is not None and record["mixik_mpjpe_mm"] < 1.0
+    merged = (tmp_path / "eval_AMASS_config.yaml").read_text()  # the merged config beside the JSON
+    assert f"PRETRAINED: {untrained_checkpoint}" in merged and "DATASET_EVAL: AMASS" in merged
 
 
 def test_eval_without_checkpoint_says_it_needs_one(tiny_dbs, tmp_path):

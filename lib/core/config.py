@@ -124,7 +124,7 @@ def _closest_keys(key: str, cfg: CN) -> str:
 
 
 def _decode(value: Any) -> Any:
-    """A Python literal from a string ('256' -> 256, '[AMASS]' stays a string unless quoted), as yacs decodes."""
+    """A Python literal from a string ('256' -> 256, "['AMASS']" -> ['AMASS'], 'AMASS' stays), as yacs decodes."""
     if not isinstance(value, str):
         return value
     try:
@@ -167,13 +167,13 @@ def set_key(cfg: CN, key: str, value: Any, source: str) -> None:
     node[leaf] = _coerced(key, value, node[leaf], source)
 
 
-def _flatten(mapping: dict, source: str, prefix: str = "") -> list[tuple[str, Any]]:
+def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, Any]]:
     """Dotted (key, value) pairs of a nested YAML mapping."""
     items = []
     for name, value in mapping.items():
         key = f"{prefix}{name}"
         if isinstance(value, dict):
-            items += _flatten(value, source, key + ".")
+            items += _flatten(value, key + ".")
         else:
             items.append((key, value))
     return items
@@ -192,7 +192,7 @@ def merge_yaml(cfg: CN, text: str, source: str) -> None:
         return
     if not isinstance(mapping, dict):
         raise ConfigError(f"{source}: expected a mapping of config keys, got {type(mapping).__name__}")
-    for key, value in _flatten(mapping, source):
+    for key, value in _flatten(mapping):
         set_key(cfg, str(key), value, source)
 
 
@@ -233,9 +233,16 @@ def value_of(cfg: CN, key: str) -> Any:
 
 
 def changed_keys(before: CN, after: CN) -> list[str]:
-    """'KEY: old -> new' for every leaf key whose value differs between two configs of the same defaults."""
-    return [f"{key}: {value_of(before, key)!r} -> {value_of(after, key)!r}" for key in config_keys(after)
-            if value_of(before, key) != value_of(after, key)]
+    """'KEY: old -> new' for every leaf key of ``after`` whose value differs in ``before`` (or is absent there)."""
+    lines = []
+    for key in config_keys(after):
+        try:
+            old = value_of(before, key)
+        except (KeyError, TypeError):  # a key the saved config did not have yet
+            old = "<absent>"
+        if old != value_of(after, key):
+            lines.append(f"{key}: {old!r} -> {value_of(after, key)!r}")
+    return lines
 
 
 def validate(cfg: CN) -> None:
