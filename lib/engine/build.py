@@ -1,7 +1,8 @@
 """From a config to the objects a run needs: device, body model, Shape Inverse, solver, network, datasets.
 
-The one place where config paths become files: relative paths resolve from the repository root here, and the rooms
-below (``lib/data``, ``lib/models``, ``lib/solver``, ``lib/kinematics``) receive ready paths and values, never a cfg.
+The input files a config names (body model, databases, checkpoints) are resolved here, relative paths from the
+repository root; the rooms below (``lib/data``, ``lib/models``, ``lib/solver``, ``lib/kinematics``) receive ready
+paths and values, never a cfg.
 """
 from __future__ import annotations
 
@@ -130,7 +131,10 @@ def build_solver(cfg: CfgNode, body_model: BodyModel) -> SkeletonSolver:
 
 def checkpoint_hint(cfg: CfgNode, config_key: str) -> str:
     """What to say when the checkpoint named by ``config_key`` is missing: where the path came from, how to get one."""
-    return (f"(from {config_key}) Train the open model with `python train_{cfg.BODY}.py --cfg "
+    if config_key == "TRAIN.RESUME":
+        return (f"(from {config_key}). Set it to the checkpoint.pth.tar a training run writes every epoch in its "
+                "directory under OUTPUT_DIR")
+    return (f"(from {config_key}). Train the open model with `python train_{cfg.BODY}.py --cfg "
             f"configs/{cfg.BODY}/open_train.yaml`, or download the official pretrained_model/model_best.pth.tar "
             f"and place it under data/{cfg.BODY}/pretrained_model/, then set {config_key} to its path")
 
