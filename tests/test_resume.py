@@ -8,7 +8,7 @@ from lib.core.config import REPO_ROOT
 from lib.core.smpl.config import get_cfg
 from lib.data.db import write_db
 from lib.data.synthetic import make_synthetic_db
-from lib.engine.cli import resumed_config
+from lib.engine.cli import train_config
 from lib.engine.trainer import Trainer
 
 OPEN_SMPL = REPO_ROOT / "data/open/smpl/OPEN_SMPL_NEUTRAL.npz"
@@ -47,7 +47,7 @@ def test_resume_continues_bit_exactly(tiny_dbs, tmp_path):
 
     # TRAIN.RESUME alone (plus the one override that makes it go on): the run's own config comes from the checkpoint
     checkpoint = tmp_path / "split" / "checkpoint.pth.tar"
-    cfg, state = resumed_config(get_cfg, ["TRAIN.RESUME", str(checkpoint), "TRAIN.END_EPOCH", "4"], "train")
+    cfg, state = train_config(get_cfg, ["TRAIN.RESUME", str(checkpoint), "TRAIN.END_EPOCH", "4"], "train")
     assert (cfg.TRAIN.BATCH_SIZE, cfg.LOSS.VERT_W, cfg.DATA.DB_DIR) == (8, 1.0, str(tiny_dbs))
     resumed = _fit(cfg, state)
 
@@ -72,7 +72,7 @@ def test_resume_without_random_states_differs(tiny_dbs, tmp_path):
     straight = _fit(get_cfg("configs/smpl/open_train.yaml", _opts(tiny_dbs, tmp_path / "straight", 3)))
     first = _fit(get_cfg("configs/smpl/open_train.yaml", _opts(tiny_dbs, tmp_path / "split", 2)))
     checkpoint = tmp_path / "split" / "checkpoint.pth.tar"
-    cfg, state = resumed_config(get_cfg, ["TRAIN.RESUME", str(checkpoint), "TRAIN.END_EPOCH", "3"], "train")
+    cfg, state = train_config(get_cfg, ["TRAIN.RESUME", str(checkpoint), "TRAIN.END_EPOCH", "3"], "train")
     state.pop("random_states")
     resumed = _fit(cfg, state)
     assert straight[:2] == first and straight[2] != resumed[0]

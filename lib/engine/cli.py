@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from yacs.config import CfgNode
 
@@ -29,7 +29,7 @@ def parse_config(get_cfg: ConfigFactory, argv: list[str], description: str) -> C
     return get_cfg(args.cfg, args.opts)
 
 
-def resumed_config(get_cfg: ConfigFactory, argv: list[str], description: str) -> tuple[CfgNode, dict | None]:
+def train_config(get_cfg: ConfigFactory, argv: list[str], description: str) -> tuple[CfgNode, dict | None]:
     """The training config and, with ``TRAIN.RESUME``, the checkpoint: its saved config under ``--cfg`` and the
     overrides, so ``TRAIN.RESUME <ckpt>`` alone continues the run as it was configured."""
     from lib.engine.build import load_config_checkpoint
@@ -64,7 +64,7 @@ def main_eval(get_cfg: ConfigFactory, argv: list[str] | None = None) -> dict:
 
 def main_train(get_cfg: ConfigFactory, argv: list[str] | None = None) -> float:
     try:
-        cfg, checkpoint = resumed_config(get_cfg, sys.argv[1:] if argv is None else argv,
+        cfg, checkpoint = train_config(get_cfg, sys.argv[1:] if argv is None else argv,
                                          "Train the Part-aware Network")
         from lib.engine.trainer import Trainer  # torch and the rest only once the config is good
 
