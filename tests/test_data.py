@@ -604,7 +604,7 @@ def test_crafted_array_wrapper_is_refused(tmp_path):
 
 def test_build_dataset_from_config(tmp_path):
     from lib.core.smpl.config import get_cfg
-    from lib.data.db import build_dataset
+    from lib.engine.build import build_dataset
 
     cfg = get_cfg(opts=['DATA.DB_DIR', str(tmp_path), 'DATA.SYNTHETIC_TEST_SIZE', 64, 'DATASET.SEQLEN', 4])
     ds = build_dataset(cfg, 'SYNTHETIC', 'test', progress=False)

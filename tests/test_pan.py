@@ -228,11 +228,10 @@ def test_load_checkpoint_refuses_pickled_objects(tmp_path):
 
 
 def test_load_checkpoint_missing_or_corrupt(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"MODEL\.PRETRAINED.*train_smpl\.py --cfg configs/smpl/open_train"
-                                                 r"\.yaml.*data/smpl/pretrained_model/"):
-        load_checkpoint(tmp_path / "nope.pth.tar")
-    with pytest.raises(FileNotFoundError, match=r"TRAIN\.RESUME is empty"):
-        load_checkpoint("", config_key="TRAIN.RESUME")
+    with pytest.raises(FileNotFoundError, match=r"checkpoint not found: .*nope\.pth\.tar \(from MODEL\.PRETRAINED\)"):
+        load_checkpoint(tmp_path / "nope.pth.tar", hint="(from MODEL.PRETRAINED)")
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint given \(empty path\) set TRAIN\.RESUME"):
+        load_checkpoint("", hint="set TRAIN.RESUME")
     (tmp_path / "junk.pth.tar").write_bytes(b"not a checkpoint at all")
     with pytest.raises(ValueError, match="not a readable torch checkpoint"):
         load_checkpoint(tmp_path / "junk.pth.tar")

@@ -55,6 +55,8 @@ def test_eval_smpl_end_to_end(tiny_dbs, tmp_path, untrained_checkpoint):
     assert record["mpbe_mm"] < 1.0 and record["analyik_mpjpe_mm"] < 1.0
     assert record["oracle_mpve_mm"] < record["analyik_mpve_mm"]
     assert record["mixik_mpve_mm"] is not None and record["mixik_mpjpe_mm"] < 1.0
+    merged = (tmp_path / "eval_AMASS_config.yaml").read_text()  # the merged config beside the JSON
+    assert f"PRETRAINED: {untrained_checkpoint}" in merged and "DATASET_EVAL: AMASS" in merged
 
 
 def test_eval_without_checkpoint_says_it_needs_one(tiny_dbs, tmp_path):
@@ -98,13 +100,16 @@ def test_train_smpl_end_to_end_and_resume(tiny_dbs, tmp_path):
     first = torch.load(logdir / "checkpoint.pth.tar", weights_only=True)
     assert first["epoch"] == 0 and "performace" in first and first["gen_optimizer"]["state"]
 
-    result = run_script("train_smpl.py", *_train_args(tiny_dbs, tmp_path, "TRAIN.RESUME",
-                                                      str(logdir / "checkpoint.pth.tar"), "TRAIN.END_EPOCH", "2",
-                                                      "TRAIN.MAX_STEPS_PER_EPOCH", "2"))
+    config = (logdir / "config.yaml").read_text()
+
+    # TRAIN.RESUME alone: the run's own config (db, batch size, steps) comes from the checkpoint
+    result = run_script("train_smpl.py", "TRAIN.RESUME", str(logdir / "checkpoint.pth.tar"), "TRAIN.END_EPOCH", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     second = torch.load(logdir / "checkpoint.pth.tar", weights_only=True)
     assert second["epoch"] == 1
-    assert "resumed from" in (logdir / "train.log").read_text()
+    log = (logdir / "train.log").read_text()
+    assert "resumed from" in log and "resume override TRAIN.END_EPOCH: 1 -> 2" in log
+    assert (logdir / "config.yaml").read_text() == config and (logdir / "config_resume_epoch1.yaml").is_file()
     # Adam's step count continued from the first run (2 + 2 steps), not from zero
     steps = {int(s["step"]) for s in second["gen_optimizer"]["state"].values()}
     assert steps == {4}

@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument("source")
     parser.add_argument("target")
     args = parser.parse_args()
-    state = load_checkpoint(args.source, config_key="source")
+    state = load_checkpoint(args.source, hint="(the source argument)")
     path = save_checkpoint(args.target, {k: state[k] for k in KEEP if k in state})
     print(f"{path}: {path.stat().st_size / 1e6:.1f} MB (epoch {state.get('epoch')}, "
           f"MixIK MPVE {state.get('performace')})")

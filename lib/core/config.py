@@ -5,9 +5,13 @@ overrides any key with trailing ``KEY VALUE`` pairs. Relative paths resolve from
 """
 from __future__ import annotations
 
+import ast
+import difflib
 import os
 from pathlib import Path
+from typing import Any
 
+import yaml
 from yacs.config import CfgNode as CN
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -91,32 +95,165 @@ def body_defaults(body: str) -> CN:
     return cfg
 
 
-def load_config(base: CN, cfg_file: str | None = None, opts: list[str] | None = None) -> CN:
-    """Merge a YAML file and ``KEY VALUE`` overrides into ``base`` and freeze the result."""
+class ConfigError(ValueError):
+    """A config mistake (unknown key, unreadable YAML, wrong value type or value), described on one line."""
+
+
+def config_keys(cfg: CN, prefix: str = "") -> list[str]:
+    """Every leaf key of ``cfg`` as a dotted name ('MODEL.MLP.EMBED_DIM'), in definition order."""
+    keys = []
+    for name, value in cfg.items():
+        if isinstance(value, CN):
+            keys += config_keys(value, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def _closest_keys(key: str, cfg: CN) -> str:
+    """'; did you mean A?' (or 'A or B?') naming the nearest valid keys, by the full name or by its last part."""
+    keys = config_keys(cfg)
+    close = difflib.get_close_matches(key, keys, n=2, cutoff=0.75)
+    if not close:
+        by_leaf = {}
+        for full in keys:
+            by_leaf.setdefault(full.rsplit(".", 1)[-1], full)
+        close = [by_leaf[leaf] for leaf in difflib.get_close_matches(key.rsplit(".", 1)[-1], by_leaf, n=2,
+                                                                     cutoff=0.75)]
+    return f"; did you mean {' or '.join(close)}?" if close else "; see lib/core/config.py for the valid keys"
+
+
+def _decode(value: Any) -> Any:
+    """A Python literal from a string ('256' -> 256, "['AMASS']" -> ['AMASS'], 'AMASS' stays), as yacs decodes."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
+_TYPE_NAMES = {bool: "True or False", int: "an integer", float: "a number", str: "a string", list: "a list",
+               tuple: "a list"}
+
+
+def _coerced(key: str, value: Any, default: Any, source: str) -> Any:
+    """``value`` in the type of the key's default; an int is accepted for a float key, a tuple for a list key."""
+    value = _decode(value)
+    kind = type(default)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    if kind is float and type(value) is int:
+        return float(value)
+    if kind in (list, tuple) and isinstance(value, (list, tuple)):
+        return kind(value)
+    expected = _TYPE_NAMES.get(kind, kind.__name__)
+    raise ConfigError(f"{key} ({source}) expects {expected} (default {default!r}), got {value!r} "
+                      f"({type(value).__name__})")
+
+
+def set_key(cfg: CN, key: str, value: Any, source: str) -> None:
+    """Set the dotted ``key`` of ``cfg`` to ``value`` (type-checked against the default), or raise ConfigError."""
+    node, parts = cfg, key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, CN) or part not in node:
+            raise ConfigError(f"unknown config key {key} ({source}){_closest_keys(key, cfg)}")
+        if depth < len(parts) - 1:
+            node = node[part]
+    leaf = parts[-1]
+    if isinstance(node[leaf], CN):
+        raise ConfigError(f"{key} ({source}) is a group of keys, not a value; set one of "
+                          f"{', '.join(config_keys(node[leaf], key + '.')[:4])}, ...")
+    node[leaf] = _coerced(key, value, node[leaf], source)
+
+
+def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """Dotted (key, value) pairs of a nested YAML mapping."""
+    items = []
+    for name, value in mapping.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            items += _flatten(value, key + ".")
+        else:
+            items.append((key, value))
+    return items
+
+
+def merge_yaml(cfg: CN, text: str, source: str) -> None:
+    """Merge YAML text (a mapping of config keys, nested as the defaults) into ``cfg``, or raise ConfigError."""
+    try:
+        mapping = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"{source}:{where}: not valid YAML ({problem})") from None
+    if mapping is None:
+        return
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{source}: expected a mapping of config keys, got {type(mapping).__name__}")
+    for key, value in _flatten(mapping):
+        set_key(cfg, str(key), value, source)
+
+
+def merge_overrides(cfg: CN, opts: list) -> None:
+    """Merge command-line ``KEY VALUE`` pairs into ``cfg``, or raise ConfigError."""
+    if len(opts) % 2:
+        raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd count: {' '.join(map(str, opts))}")
+    for key, value in zip(opts[0::2], opts[1::2]):
+        set_key(cfg, str(key), value, "command line")
+
+
+def load_config(base: CN, cfg_file: str | None = None, opts: list | None = None,
+                saved: tuple[str, str] | None = None) -> CN:
+    """Merge, in this order, a saved config (``(yaml_text, where_from)``, e.g. a checkpoint's), a YAML file and
+    ``KEY VALUE`` overrides into ``base``; validate and freeze the result. Mistakes raise ConfigError."""
     cfg = base.clone()
+    cfg.defrost()
+    if saved is not None:
+        merge_yaml(cfg, *saved)
+        if cfg.get("BODY") != base.get("BODY"):
+            raise ConfigError(f"{saved[1]} is a {cfg.get('BODY')} config; use train_{cfg.get('BODY')}.py for it")
     if cfg_file:
         path = resolve_path(cfg_file)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        cfg.merge_from_file(str(path))
-    if opts:
-        if len(opts) % 2:
-            raise ValueError(f"overrides must be KEY VALUE pairs, got an odd count: {opts}")
-        cfg.merge_from_list(list(opts))
+        merge_yaml(cfg, path.read_text(), cfg_file)
+    merge_overrides(cfg, list(opts or []))
     validate(cfg)
     cfg.freeze()
     return cfg
 
 
+def value_of(cfg: CN, key: str) -> Any:
+    """The value of a dotted key ('TRAIN.RESUME')."""
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def changed_keys(before: CN, after: CN) -> list[str]:
+    """'KEY: old -> new' for every leaf key of ``after`` whose value differs in ``before`` (or is absent there)."""
+    lines = []
+    for key in config_keys(after):
+        try:
+            old = value_of(before, key)
+        except (KeyError, TypeError):  # a key the saved config did not have yet
+            old = "<absent>"
+        if old != value_of(after, key):
+            lines.append(f"{key}: {old!r} -> {value_of(after, key)!r}")
+    return lines
+
+
 def validate(cfg: CN) -> None:
     """Reject settings the method cannot run with, naming the key and the fix."""
     if cfg.MODEL.MLP.EMBED_DIM != 256:
-        raise ValueError(
+        raise ConfigError(
             f"MODEL.MLP.EMBED_DIM={cfg.MODEL.MLP.EMBED_DIM}: the Part-aware Network concatenates widths "
             "(H-64)+(H-192) = 2H-256, which equals H only for H=256 (the paper's value); set it to 256")
     if cfg.MODEL.PR_VARIANT not in ("v1", "v2", "none"):
-        raise ValueError(f"MODEL.PR_VARIANT={cfg.MODEL.PR_VARIANT!r}: use 'v1', 'v2' or 'none'")
+        raise ConfigError(f"MODEL.PR_VARIANT={cfg.MODEL.PR_VARIANT!r}: use 'v1', 'v2' or 'none'")
     if cfg.MODEL.TEMPORAL_TYPE != "mlp":
-        raise ValueError(f"MODEL.TEMPORAL_TYPE={cfg.MODEL.TEMPORAL_TYPE!r}: only 'mlp' is implemented")
+        raise ConfigError(f"MODEL.TEMPORAL_TYPE={cfg.MODEL.TEMPORAL_TYPE!r}: only 'mlp' is implemented")
     if cfg.DATASET.SEQLEN < 1 or not 0.0 <= cfg.DATASET.OVERLAP < 1.0:
-        raise ValueError("DATASET.SEQLEN must be >= 1 and DATASET.OVERLAP in [0, 1)")
+        raise ConfigError("DATASET.SEQLEN must be >= 1 and DATASET.OVERLAP in [0, 1)")

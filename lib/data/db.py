@@ -33,8 +33,8 @@ from torch.utils.data import Dataset
 from lib.kinematics.tree import SMPL_TREE, SMPLX_TREE, TREES
 
 __all__ = ['DB_NAMES', 'UnsafeDatabaseError', 'DatabaseFormatError', 'db_stem', 'db_path', 'safe_joblib_load',
-           'load_db', 'validate_db', 'write_db', 'db_pose', 'window_starts', 'PoseDataset', 'resolve_db',
-           'build_dataset', 'NUM_POSE_JOINTS']
+           'load_db', 'validate_db', 'write_db', 'db_pose', 'window_starts', 'PoseDataset',
+           'NUM_POSE_JOINTS']
 
 # Config dataset names (TRAIN.DATASET_EVAL / TRAIN.DATASETS_3D) -> file stem.
 DB_NAMES = {'SYNTHETIC': 'synthetic', 'AMASS': 'amass', 'ThreeDPW': '3dpw', 'AGORA': 'agora', 'MOTIONX': 'motionx'}
@@ -445,34 +445,3 @@ class PoseDataset(Dataset):
             starts = starts[:, None] + torch.arange(self.seqlen)
         return {'betas': self.betas[starts], 'pose': self.pose[starts], 'twist_angle': self.twist_angle[starts]}
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Config glue
-# ---------------------------------------------------------------------------------------------------------------
-
-def resolve_db(cfg, name: str, split: str, progress: bool = True) -> Path:
-    """Database path for a config (``cfg.BODY``, ``cfg.DATA.DB_DIR``, ...): SYNTHETIC is generated when missing
-    (``DATA.SYNTHETIC_{TRAIN,TEST}_SIZE`` frames on ``DATA.BODY_MODEL``), other names must exist."""
-    from lib.core.config import resolve_path
-
-    db_dir = resolve_path(cfg.DATA.DB_DIR) if cfg.DATA.DB_DIR else None
-    if db_dir is None:
-        raise FileNotFoundError(f'DATA.DB_DIR is empty: set it to the directory of <name>_<set>_db.pt; '
-                                f'{_OFFICIAL_SOURCE}')
-    if db_stem(name) == 'synthetic':
-        from lib.data.synthetic import ensure_synthetic_db
-
-        size = cfg.DATA.SYNTHETIC_TRAIN_SIZE if split == 'train' else cfg.DATA.SYNTHETIC_TEST_SIZE
-        return ensure_synthetic_db(cfg.BODY, split, db_dir, resolve_path(cfg.DATA.BODY_MODEL), int(size),
-                                   progress=progress)
-    return db_path(db_dir, name, split)
-
-
-def build_dataset(cfg, names: str | list[str], split: str, progress: bool = True) -> Dataset:
-    """PoseDataset (or a ConcatDataset of several) for the config's body, SEQLEN and OVERLAP; betas have 10
-    columns, 11 when DATA.KID_TEMPLATE is set (the body model's count)."""
-    names = [names] if isinstance(names, str) else list(names)
-    num_betas = 11 if cfg.DATA.KID_TEMPLATE else 10
-    sets = [PoseDataset(resolve_db(cfg, n, split, progress), body=cfg.BODY, seqlen=cfg.DATASET.SEQLEN,
-                        overlap=cfg.DATASET.OVERLAP, num_betas=num_betas) for n in names]
-    return sets[0] if len(sets) == 1 else torch.utils.data.ConcatDataset(sets)

@@ -1,4 +1,9 @@
-"""From a config to the objects a run needs: device, body model, Shape Inverse, solver, network."""
+"""From a config to the objects a run needs: device, body model, Shape Inverse, solver, network, datasets.
+
+The input files a config names (body model, databases, checkpoints) are resolved here, relative paths from the
+repository root; the rooms below (``lib/data``, ``lib/models``, ``lib/solver``, ``lib/kinematics``) receive ready
+paths and values, never a cfg.
+"""
 from __future__ import annotations
 
 import copy
@@ -10,12 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import ConcatDataset, Dataset
 from yacs.config import CfgNode
 
-from lib.core.config import REPO_ROOT, resolve_path
+from lib.core.config import REPO_ROOT, resolve_path, value_of
+from lib.data.db import PoseDataset, db_path, db_stem
+from lib.data.synthetic import ensure_synthetic_db
 from lib.kinematics.tree import TREES, KinematicTree
 from lib.models.body_model import BodyModel
-from lib.models.checkpoint import load_pan_weights
+from lib.models.checkpoint import load_checkpoint, load_pan_weights
 from lib.models.pan import PartAwareNetwork
 from lib.models.skeleton_2_beta import load_skeleton_2_beta, save_skeleton_2_beta
 from lib.solver.pipeline import SkeletonSolver
@@ -39,6 +47,28 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def random_states() -> dict:
+    """This process's python, numpy and torch (CPU and CUDA) random states as plain data (lists, ints, tensors), so
+    a checkpoint holding them stays loadable with weights-only unpickling."""
+    version, internal, gauss_next = random.getstate()
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {"python": [version, list(internal), gauss_next],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached_gaussian)],
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_random_states(states: dict) -> None:
+    """Restore what :func:`random_states` returned (CUDA states only when this process sees as many GPUs)."""
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    kind, keys, pos, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached_gaussian))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def configure_cudnn(cfg: CfgNode) -> None:
@@ -99,9 +129,49 @@ def build_solver(cfg: CfgNode, body_model: BodyModel) -> SkeletonSolver:
     return SkeletonSolver(tree, body_model.rest_joints, shape_inverse, cfg.MODEL.PR_VARIANT)
 
 
-def build_network(cfg: CfgNode, device: torch.device, weights: str | None = None) -> PartAwareNetwork:
-    """The Part-aware Network, with weights from ``weights`` (a checkpoint path) when given."""
+def checkpoint_hint(cfg: CfgNode, config_key: str) -> str:
+    """What to say when the checkpoint named by ``config_key`` is missing: where the path came from, how to get one."""
+    if config_key == "TRAIN.RESUME":
+        return (f"(from {config_key}). Set it to the checkpoint.pth.tar a training run writes every epoch in its "
+                "directory under OUTPUT_DIR")
+    return (f"(from {config_key}). Train the open model with `python train_{cfg.BODY}.py --cfg "
+            f"configs/{cfg.BODY}/open_train.yaml`, or download the official pretrained_model/model_best.pth.tar "
+            f"and place it under data/{cfg.BODY}/pretrained_model/, then set {config_key} to its path")
+
+
+def load_config_checkpoint(cfg: CfgNode, config_key: str) -> dict:
+    """The checkpoint dict named by a config key (e.g. 'TRAIN.RESUME'), its path resolved from the repository root."""
+    value = value_of(cfg, config_key)
+    return load_checkpoint(resolve_path(value) if value else "", hint=checkpoint_hint(cfg, config_key))
+
+
+def build_network(cfg: CfgNode, device: torch.device, weights_key: str | None = None) -> PartAwareNetwork:
+    """The Part-aware Network, with the weights of the checkpoint named by the config key ``weights_key``
+    (e.g. 'MODEL.PRETRAINED') when given."""
     network = PartAwareNetwork(tree_for(cfg), embed_dim=cfg.MODEL.MLP.EMBED_DIM)
-    if weights:
-        load_pan_weights(network, resolve_path(weights))
+    if weights_key:
+        load_pan_weights(network, load_config_checkpoint(cfg, weights_key))
     return network.to(device)
+
+
+def resolve_db(cfg: CfgNode, name: str, split: str, progress: bool = True) -> Path:
+    """Database path for a config (``BODY``, ``DATA.DB_DIR``, ...): SYNTHETIC is generated when missing
+    (``DATA.SYNTHETIC_{TRAIN,TEST}_SIZE`` frames on ``DATA.BODY_MODEL``), other names must exist."""
+    if not cfg.DATA.DB_DIR:
+        raise FileNotFoundError("DATA.DB_DIR is empty: set it to the directory of the <name>_<set>_db.pt databases")
+    db_dir = resolve_path(cfg.DATA.DB_DIR)
+    if db_stem(name) == "synthetic":
+        size = cfg.DATA.SYNTHETIC_TRAIN_SIZE if split == "train" else cfg.DATA.SYNTHETIC_TEST_SIZE
+        return ensure_synthetic_db(cfg.BODY, split, db_dir, resolve_path(cfg.DATA.BODY_MODEL), int(size),
+                                   progress=progress)
+    return db_path(db_dir, name, split)
+
+
+def build_dataset(cfg: CfgNode, names: str | list[str], split: str, progress: bool = True) -> Dataset:
+    """PoseDataset (or a ConcatDataset of several) for the config's body, SEQLEN and OVERLAP; betas have 10
+    columns, 11 when DATA.KID_TEMPLATE is set (the body model's count)."""
+    names = [names] if isinstance(names, str) else list(names)
+    num_betas = 11 if cfg.DATA.KID_TEMPLATE else 10
+    sets = [PoseDataset(resolve_db(cfg, n, split, progress), body=cfg.BODY, seqlen=cfg.DATASET.SEQLEN,
+                        overlap=cfg.DATASET.OVERLAP, num_betas=num_betas) for n in names]
+    return sets[0] if len(sets) == 1 else ConcatDataset(sets)

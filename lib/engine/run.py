@@ -1,4 +1,5 @@
-"""Evaluation run from a config: build everything, evaluate the DATASET_EVAL db, print the table, write JSON."""
+"""Evaluation run from a config: build everything, evaluate the DATASET_EVAL db, print the table, write JSON and
+the merged config beside it (``eval_<DATASET>.json``, ``eval_<DATASET>_config.yaml``)."""
 from __future__ import annotations
 
 import logging
@@ -8,9 +9,8 @@ from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
 from lib.core.config import resolve_path
-from lib.engine.build import (build_body_model, build_network, build_solver, configure_cudnn, seed_everything,
-                              select_device)
-from lib.data.db import build_dataset
+from lib.engine.build import (build_body_model, build_dataset, build_network, build_solver, configure_cudnn,
+                              seed_everything, select_device)
 from lib.engine.evaluator import evaluate, format_table, results_record, write_record
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ def evaluate_from_config(cfg: CfgNode) -> dict:
     configure_cudnn(cfg)
     body_model = build_body_model(cfg, device)
     solver = build_solver(cfg, body_model)
-    network = build_network(cfg, device, cfg.MODEL.PRETRAINED) if cfg.MODEL.PRETRAINED else None
+    network = build_network(cfg, device, "MODEL.PRETRAINED") if cfg.MODEL.PRETRAINED else None
 
     dataset = build_dataset(cfg, cfg.TRAIN.DATASET_EVAL, "test")
     if cfg.EVAL.MAX_SAMPLES:
@@ -33,5 +33,7 @@ def evaluate_from_config(cfg: CfgNode) -> dict:
     record = results_record(cfg.TRAIN.DATASET_EVAL, cfg.BODY, means)
     print(format_table(record))
     path = write_record(record, resolve_path(cfg.OUTPUT_DIR))
-    print(f"wrote {path}")
+    config_path = path.with_name(f"{path.stem}_config.yaml")
+    config_path.write_text(cfg.dump())
+    print(f"wrote {path} and {config_path.name} (the merged config)")
     return record

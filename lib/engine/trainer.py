@@ -1,8 +1,14 @@
 """Training the Part-aware Network (METHOD.md section 8), in one process or under ``torchrun`` with DDP.
 
-Outputs go to ``<OUTPUT_DIR>/<timestamp>_<EXP_NAME>/`` (or the directory of ``TRAIN.RESUME``): the merged config,
-``train.log``, tensorboard events, ``checkpoint.pth.tar`` every epoch (written atomically), ``model_best.pth.tar``
-and ``best.txt`` when the validation MixIK MPVE improves. Rank 0 alone logs and writes.
+Outputs go to ``<OUTPUT_DIR>/<timestamp>_<EXP_NAME>/`` (or the directory of ``TRAIN.RESUME``): the merged config
+(``config.yaml``; a resumed run keeps it and writes ``config_resume_epoch<N>.yaml`` beside it), ``train.log``,
+tensorboard events, ``checkpoint.pth.tar`` every epoch (written atomically), ``model_best.pth.tar`` and ``best.txt``
+when the validation MixIK MPVE improves. Rank 0 alone logs and writes.
+
+A checkpoint holds everything a run needs to continue bit-exactly: weights, optimizer and scheduler states, the
+merged config (YAML text) and every rank's random states (python, numpy, torch). The shuffle of epoch ``e`` is a
+permutation drawn from ``SEED_VALUE + e`` alone (``DistributedSampler``, also for a single process), so a resumed
+run sees the same batches as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -21,11 +27,11 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 from yacs.config import CfgNode
 
-from lib.core.config import resolve_path
-from lib.data.db import build_dataset
-from lib.engine.build import build_body_model, build_network, configure_cudnn, seed_everything, select_device, tree_for
+from lib.core.config import changed_keys, resolve_path
+from lib.engine.build import (build_body_model, build_dataset, build_network, configure_cudnn, load_config_checkpoint,
+                              random_states, seed_everything, select_device, set_random_states, tree_for)
 from lib.engine.losses import training_step
-from lib.models.checkpoint import load_checkpoint, load_pan_weights, save_checkpoint
+from lib.models.checkpoint import load_pan_weights, save_checkpoint
 
 log = logging.getLogger("smpliks.train")
 
@@ -56,6 +62,14 @@ class Distributed:
         tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(tensor)
         return tensor.tolist()
+
+    def all_gather(self, obj) -> list:
+        """``obj`` of every rank, in rank order (a picklable object)."""
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
 
     def barrier(self) -> None:
         if self.enabled:
@@ -89,8 +103,11 @@ def _setup_logging(logdir: Path, is_main: bool) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: CfgNode):
+    def __init__(self, cfg: CfgNode, resume_state: dict | None = None):
+        """``resume_state``: the ``TRAIN.RESUME`` checkpoint when the caller already loaded it (read here if not)."""
         self.cfg = cfg
+        if cfg.TRAIN.RESUME and resume_state is None:
+            resume_state = load_config_checkpoint(cfg, "TRAIN.RESUME")
         self.dist = Distributed(cfg.DEVICE)
         self.device = self.dist.device
         seed_everything(cfg.SEED_VALUE + self.dist.rank)
@@ -100,13 +117,16 @@ class Trainer:
         self.logdir = run_directory(cfg)
         if self.dist.is_main:
             self.logdir.mkdir(parents=True, exist_ok=True)
-            (self.logdir / "config.yaml").write_text(cfg.dump())
+            resumed_at = None if resume_state is None else int(resume_state["epoch"]) + 1
+            name = "config.yaml" if resumed_at is None else f"config_resume_epoch{resumed_at}.yaml"
+            (self.logdir / name).write_text(cfg.dump())
         self.dist.barrier()
         _setup_logging(self.logdir, self.dist.is_main)
         self.writer = SummaryWriter(str(self.logdir)) if self.dist.is_main else None
 
         self.body_model = build_body_model(cfg, self.device)
-        self.network = build_network(cfg, self.device, cfg.TRAIN.PRETRAINED_REGRESSOR or None)
+        self.network = build_network(cfg, self.device,
+                                     "TRAIN.PRETRAINED_REGRESSOR" if cfg.TRAIN.PRETRAINED_REGRESSOR else None)
         self.model = self.network
         if self.dist.enabled:
             self.model = torch.nn.parallel.DistributedDataParallel(
@@ -117,8 +137,8 @@ class Trainer:
         self.loss_weights = {"phi": cfg.LOSS.PHI_W, "theta": cfg.LOSS.THETA_W, "vert": cfg.LOSS.VERT_W}
         self.start_epoch = cfg.TRAIN.START_EPOCH
         self.best = math.inf
-        if cfg.TRAIN.RESUME:
-            self._resume(resolve_path(cfg.TRAIN.RESUME))
+        if resume_state is not None:
+            self._resume(resume_state)
 
         # rank 0 first: it generates a missing synthetic db while the other ranks wait, then they read it
         for turn in (True, False):
@@ -126,14 +146,16 @@ class Trainer:
                 self.train_set = build_dataset(cfg, list(cfg.TRAIN.DATASETS_3D), "train", progress=turn)
                 self.val_set = build_dataset(cfg, cfg.TRAIN.DATASET_EVAL, "test", progress=turn)
             self.dist.barrier()
+        # the shuffle of epoch e depends on (seed, e) only, in one process as under torchrun
         self.sampler = DistributedSampler(self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank,
-                                          shuffle=True, seed=cfg.SEED_VALUE) if self.dist.enabled else None
-        self.loader = DataLoader(self.train_set, batch_size=cfg.TRAIN.BATCH_SIZE, shuffle=self.sampler is None,
-                                 sampler=self.sampler, num_workers=cfg.NUM_WORKERS, drop_last=True,
-                                 generator=torch.Generator().manual_seed(cfg.SEED_VALUE))
+                                          shuffle=True, seed=cfg.SEED_VALUE)
+        self.loader = DataLoader(self.train_set, batch_size=cfg.TRAIN.BATCH_SIZE, sampler=self.sampler,
+                                 num_workers=cfg.NUM_WORKERS, drop_last=True)
         if len(self.loader) == 0:
             raise ValueError(f"the training db has {len(self.train_set)} samples, fewer than one batch of "
                              f"TRAIN.BATCH_SIZE={cfg.TRAIN.BATCH_SIZE} per process; lower the batch size")
+        if resume_state is not None:
+            self._restore_random_states(resume_state)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         cfg = self.cfg.TRAIN
@@ -144,15 +166,30 @@ class Trainer:
             return torch.optim.SGD(params, lr=cfg.GEN_LR, weight_decay=cfg.GEN_WD, momentum=cfg.GEN_MOMENTUM)
         raise ValueError(f"TRAIN.GEN_OPTIM={cfg.GEN_OPTIM!r}: use 'Adam' or 'SGD'")
 
-    def _resume(self, path: Path) -> None:
-        state = load_checkpoint(path, config_key="TRAIN.RESUME")
+    def _resume(self, state: dict) -> None:
         load_pan_weights(self.network, state)
         self.optimizer.load_state_dict(state["gen_optimizer"])
         if "scheduler" in state:
             self.scheduler.load_state_dict(state["scheduler"])
         self.start_epoch = int(state["epoch"]) + 1
         self.best = float(state.get("best_performance", state.get("performace", math.inf)))
-        log.info("resumed from %s at epoch %d (best MixIK MPVE %.2f mm)", path, self.start_epoch, self.best)
+        log.info("resumed from %s at epoch %d (best MixIK MPVE %.2f mm)", resolve_path(self.cfg.TRAIN.RESUME),
+                 self.start_epoch, self.best)
+        if "config" in state:
+            saved = CfgNode.load_cfg(state["config"])
+            for line in changed_keys(saved, self.cfg):
+                if not line.startswith("TRAIN.RESUME:"):
+                    log.info("resume override %s", line)
+
+    def _restore_random_states(self, state: dict) -> None:
+        """Every rank's python / numpy / torch random states and the shuffle seed, as saved after the last epoch."""
+        states = state.get("random_states") or []
+        if len(states) == self.dist.world_size:
+            set_random_states(states[self.dist.rank])
+        else:
+            log.warning("the checkpoint holds random states for %d processes, this run has %d: continuing with "
+                        "fresh ones (not bit-identical to an uninterrupted run)", len(states), self.dist.world_size)
+        self.sampler.seed = int(state.get("shuffle_seed", self.sampler.seed))
 
     # ------------------------------------------------------------------------------------------------ epochs
     def fit(self) -> float:
@@ -161,8 +198,9 @@ class Trainer:
                 train_loss = self.train_epoch(epoch)
                 score, analyik = self.validate(epoch)
                 self.scheduler.step(score)
+                states = self.dist.all_gather(random_states())
                 if self.dist.is_main:
-                    self._save(epoch, score)
+                    self._save(epoch, score, states)
                     log.info("epoch %d: train loss %.4f, val MixIK MPVE %.2f mm (AnalyIK %.2f), best %.2f, lr %.1e",
                              epoch, train_loss, score, analyik, self.best, self.optimizer.param_groups[0]["lr"])
             return self.best
@@ -173,8 +211,7 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> float:
         self.model.train()
-        if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
         max_steps = self.cfg.TRAIN.MAX_STEPS_PER_EPOCH or len(self.loader)
         steps = min(max_steps, len(self.loader))
         bar = tqdm(self.loader, total=steps, desc=f"train {epoch}", disable=not self.dist.is_main,
@@ -232,12 +269,13 @@ class Trainer:
     def _to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
 
-    def _save(self, epoch: int, score: float) -> None:
+    def _save(self, epoch: int, score: float, random_states: list[dict]) -> None:
         improved = score < self.best
         self.best = min(self.best, score)
         state = {"epoch": epoch, "gen_state_dict": self.network.state_dict(),
                  "gen_optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "performace": float(score), "best_performance": float(self.best), "config": self.cfg.dump()}
+                 "performace": float(score), "best_performance": float(self.best), "config": self.cfg.dump(),
+                 "random_states": random_states, "shuffle_seed": int(self.sampler.seed)}
         checkpoint = save_checkpoint(self.logdir / "checkpoint.pth.tar", state)
         if improved:
             best_path = self.logdir / "model_best.pth.tar"

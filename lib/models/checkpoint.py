@@ -20,8 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from lib.core.config import resolve_path
-
 DDP_PREFIX = "module."
 
 
@@ -55,22 +53,23 @@ def _unpickling_reason(err: Exception) -> str:
     return reason.split(" Please use ")[0].rstrip(".")
 
 
-def load_checkpoint(path: str | os.PathLike, config_key: str = "MODEL.PRETRAINED") -> dict:
+def load_checkpoint(path: str | os.PathLike, hint: str = "") -> dict:
     """Load a checkpoint dict on the CPU with weights-only unpickling.
 
     Args:
-        path: the checkpoint file; relative paths resolve from the repository root (as config paths do).
-        config_key: the config key the path came from, named in the error when the file is missing.
+        path: the checkpoint file (a ready path: the caller resolves config-relative paths).
+        hint: appended to the error when the path is empty or the file is missing (the caller says where the path
+            came from and how to get a checkpoint).
 
     Raises:
-        FileNotFoundError: no such file (the message says how to train or where to put one).
+        FileNotFoundError: no such file (the message ends with ``hint``).
         ValueError: the file needs arbitrary unpickling (refused), is not a readable torch file, or is not a dict.
     """
     if not str(path).strip():
-        raise FileNotFoundError(f"{config_key} is empty: no checkpoint given. {_how_to_get_one(config_key)}")
-    file = resolve_path(str(path))
+        raise FileNotFoundError(f"no checkpoint given (empty path) {hint}".rstrip())
+    file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"{config_key}: checkpoint not found: {file}. {_how_to_get_one(config_key)}")
+        raise FileNotFoundError(f"checkpoint not found: {file} {hint}".rstrip())
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             checkpoint = torch.load(file, map_location="cpu", weights_only=True)
@@ -90,12 +89,6 @@ def load_checkpoint(path: str | os.PathLike, config_key: str = "MODEL.PRETRAINED
     return checkpoint
 
 
-def _how_to_get_one(config_key: str) -> str:
-    return ("Train the open model with `python train_smpl.py --cfg configs/smpl/open_train.yaml`, or download the "
-            "official pretrained_model/model_best.pth.tar and place it under data/smpl/pretrained_model/ "
-            f"(data/smplx/pretrained_model/ for SMPL-X), then set {config_key} to its path")
-
-
 def _is_state_dict(obj: Mapping) -> bool:
     return bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
@@ -111,15 +104,14 @@ def _summarise(keys: list[str], limit: int = 8) -> str:
     return f"{len(keys)} under {', '.join(prefixes)}: {shown}"
 
 
-def load_pan_weights(network: nn.Module, path_or_state: str | os.PathLike | Mapping,
-                     config_key: str = "MODEL.PRETRAINED") -> dict:
+def load_pan_weights(network: nn.Module, path_or_state: str | os.PathLike | Mapping, hint: str = "") -> dict:
     """Load Part-aware Network weights strictly (every key present, no extra key, every shape equal).
 
     Args:
         network: a ``PartAwareNetwork`` (or a DDP / DataParallel wrapper of one).
         path_or_state: a checkpoint file, a checkpoint dict with ``gen_state_dict`` (official or ours), or a bare
             state dict. A DDP ``module.`` key prefix is removed.
-        config_key: the config key a path came from (named if the file is missing).
+        hint: appended to the error if the file is missing (see :func:`load_checkpoint`).
 
     Returns:
         The checkpoint dict (for a bare state dict: ``{'gen_state_dict': state}``).
@@ -130,7 +122,7 @@ def load_pan_weights(network: nn.Module, path_or_state: str | os.PathLike | Mapp
     if isinstance(path_or_state, Mapping):
         checkpoint = dict(path_or_state)
     else:
-        checkpoint = load_checkpoint(path_or_state, config_key)
+        checkpoint = load_checkpoint(path_or_state, hint)
     if "gen_state_dict" in checkpoint:
         state = checkpoint["gen_state_dict"]
     elif _is_state_dict(checkpoint):

@@ -12,6 +12,7 @@ def smplx_defaults() -> CN:
     return cfg
 
 
-def get_cfg(cfg_file: str | None = None, opts: list[str] | None = None) -> CN:
-    """SMPL-X defaults merged with a YAML file and KEY VALUE overrides."""
-    return load_config(smplx_defaults(), cfg_file, opts)
+def get_cfg(cfg_file: str | None = None, opts: list[str] | None = None,
+            saved: tuple[str, str] | None = None) -> CN:
+    """SMPL-X defaults merged with a YAML file and KEY VALUE overrides (over a saved config, see load_config)."""
+    return load_config(smplx_defaults(), cfg_file, opts, saved)
