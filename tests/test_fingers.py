@@ -6,8 +6,8 @@ identity there and a dropped transpose shows nothing. Here the knuckle bases are
 solver's finger rotations are compared with the composition written out in float64 below (own Rodrigues).
 """
 import torch
-
 from conftest import posed_skeleton, random_pose
+
 from lib.core.config import REPO_ROOT
 from lib.kinematics.tree import SMPLX_TREE
 from lib.models.body_model import BodyModel

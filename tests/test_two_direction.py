@@ -7,8 +7,8 @@ written from METHOD.md section 4, not taken from the tree.
 """
 import pytest
 import torch
-
 from conftest import posed_skeleton, random_pose
+
 from lib.core.config import REPO_ROOT
 from lib.kinematics.tree import SMPL_TREE, SMPLX_TREE
 from lib.models.body_model import BodyModel
