@@ -31,7 +31,7 @@ from lib.solver.shape_inverse import ShapeInverse, fit_bone_length_model
 
 log = logging.getLogger(__name__)
 
-# Where skeleton_2_beta matrices fitted at start-up are cached (keyed by the body model file's content).
+# Where skeleton_2_beta matrices fitted at start-up are cached (keyed by the body model file and the tree layout).
 CACHE_DIR = REPO_ROOT / "data" / "cache"
 
 
@@ -92,6 +92,15 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
 
 
+def skeleton_2_beta_cache_path(cfg: CfgNode, tree: KinematicTree, num_betas: int) -> Path:
+    """Cache file of a fitted skeleton_2_beta: keyed on the body model (and kid template) files, the tree layout
+    (its rows follow ``tree.bone_groups``) and the number of betas."""
+    key = _file_digest(resolve_path(cfg.DATA.BODY_MODEL))
+    if cfg.DATA.KID_TEMPLATE:
+        key += "_kid" + _file_digest(resolve_path(cfg.DATA.KID_TEMPLATE))
+    return CACHE_DIR / f"skeleton_2_beta_{tree.name}_{tree.layout_digest}_{key}_{num_betas}.npz"
+
+
 def skeleton_2_beta_matrix(cfg: CfgNode, body_model: BodyModel, tree: KinematicTree) -> torch.Tensor:
     """A (G, num_betas): from ``DATA.SKELETON_2_BETA`` when set, else fitted from the body model and cached."""
     num_betas = body_model.num_betas
@@ -101,10 +110,7 @@ def skeleton_2_beta_matrix(cfg: CfgNode, body_model: BodyModel, tree: KinematicT
             raise ValueError(f"DATA.SKELETON_2_BETA has {matrix.shape[1]} columns; the body model has "
                              f"{num_betas} betas")
         return torch.as_tensor(matrix[:, :num_betas])
-    key = _file_digest(resolve_path(cfg.DATA.BODY_MODEL))
-    if cfg.DATA.KID_TEMPLATE:
-        key += "_kid" + _file_digest(resolve_path(cfg.DATA.KID_TEMPLATE))
-    cached = CACHE_DIR / f"skeleton_2_beta_{tree.name}_{key}_{num_betas}.npz"
+    cached = skeleton_2_beta_cache_path(cfg, tree, num_betas)
     if cached.is_file():
         return torch.as_tensor(load_skeleton_2_beta(cached))
     matrix, residual = fit_skeleton_2_beta(body_model, tree)

@@ -6,7 +6,9 @@ SMPL-X (55 skeleton joints, 11 unused landmark slots, 10 fingertips).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
 from functools import cached_property
 
 NO_PARENT = -1
@@ -165,6 +167,12 @@ class KinematicTree:
         """Child whose rest bone is a joint's twist axis: the last child in slot order (as the reference)."""
         return {j: c[-1] for j, c in self.children.items() if c and 0 < j < self.num_pose_joints}
 
+    @cached_property
+    def layout_digest(self) -> str:
+        """A short, process-independent digest of every field: caches of data derived from the tree (e.g. a fitted
+        ``skeleton_2_beta``) are keyed on it, so a changed tree never reuses them."""
+        return hashlib.sha1(json.dumps(_plain(self)).encode()).hexdigest()[:12]
+
     def __post_init__(self):
         if [g.start for g in self.pose_groups] != [0] + [g.stop for g in self.pose_groups[:-1]]:
             raise ValueError(f"{self.name}: pose groups must be consecutive from slot 0")
@@ -180,6 +188,17 @@ class KinematicTree:
             for j in part.twist_joints:
                 if j not in self.ik_child:
                     raise ValueError(f"{self.name}: part {part.name} twists joint {j}, which has no single child")
+
+
+def _plain(value):
+    """Dataclasses, tuples and sets as JSON-ready nested lists / dicts (sets sorted, so the result is stable)."""
+    if is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, (set, frozenset)):
+        return sorted(_plain(v) for v in value)
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------------- SMPL
