@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import random
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 from yacs.config import CfgNode
 
 from lib.core.config import REPO_ROOT, resolve_path
+from lib.io.safe_io import file_digest
 from lib.kinematics.tree import TREES, KinematicTree
 from lib.models.body_model import BodyModel
 from lib.models.checkpoint import load_pan_weights
@@ -58,10 +57,6 @@ def build_body_model(cfg: CfgNode, device: torch.device, dtype: torch.dtype = to
     return model.to(device)
 
 
-def _file_digest(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
-
-
 def skeleton_2_beta_matrix(cfg: CfgNode, body_model: BodyModel, tree: KinematicTree) -> torch.Tensor:
     """A (G, num_betas): from ``DATA.SKELETON_2_BETA`` when set, else fitted from the body model and cached."""
     num_betas = body_model.num_betas
@@ -71,9 +66,9 @@ def skeleton_2_beta_matrix(cfg: CfgNode, body_model: BodyModel, tree: KinematicT
             raise ValueError(f"DATA.SKELETON_2_BETA has {matrix.shape[1]} columns; the body model has "
                              f"{num_betas} betas")
         return torch.as_tensor(matrix[:, :num_betas])
-    key = _file_digest(resolve_path(cfg.DATA.BODY_MODEL))
+    key = file_digest(resolve_path(cfg.DATA.BODY_MODEL))
     if cfg.DATA.KID_TEMPLATE:
-        key += "_kid" + _file_digest(resolve_path(cfg.DATA.KID_TEMPLATE))
+        key += "_kid" + file_digest(resolve_path(cfg.DATA.KID_TEMPLATE))
     cached = CACHE_DIR / f"skeleton_2_beta_{tree.name}_{key}_{num_betas}.npz"
     if cached.is_file():
         return torch.as_tensor(load_skeleton_2_beta(cached))

@@ -25,6 +25,7 @@ from lib.core.config import resolve_path
 from lib.data.db import build_dataset
 from lib.engine.build import build_body_model, build_network, configure_cudnn, seed_everything, select_device, tree_for
 from lib.engine.losses import training_step
+from lib.io.safe_io import atomic_write
 from lib.models.checkpoint import load_checkpoint, load_pan_weights, save_checkpoint
 
 log = logging.getLogger("smpliks.train")
@@ -240,8 +241,6 @@ class Trainer:
                  "performace": float(score), "best_performance": float(self.best), "config": self.cfg.dump()}
         checkpoint = save_checkpoint(self.logdir / "checkpoint.pth.tar", state)
         if improved:
-            best_path = self.logdir / "model_best.pth.tar"
-            tmp = best_path.with_suffix(".tmp")
-            shutil.copyfile(checkpoint, tmp)
-            os.replace(tmp, best_path)
+            with open(checkpoint, "rb") as source, atomic_write(self.logdir / "model_best.pth.tar") as target:
+                shutil.copyfileobj(source, target)
             (self.logdir / "best.txt").write_text(f"epoch {epoch}\nmixik_mpve_mm {score:.4f}\n")

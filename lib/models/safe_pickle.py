@@ -1,10 +1,11 @@
 """Read published SMPL-style pickles without running code from the file.
 
 The SMPL `.pkl` files are Python 2 pickles of a dict holding chumpy `Ch` arrays, numpy arrays and a scipy sparse
-`J_regressor`. A plain `pickle.load` would import and call whatever globals the file names, so this module uses a
-`pickle.Unpickler` whose `find_class` resolves only an allow-list of (module, name) pairs, each to a small local
-stand-in that checks its arguments. Neither chumpy nor scipy is imported: a `Ch` becomes its `x` array, a sparse
-matrix becomes a dense array, and every array is rebuilt from raw bytes by numpy with a numeric dtype.
+`J_regressor`. A plain `pickle.load` would import and call whatever globals the file names, so they are read with
+the allow-listed unpickler of `lib.io.safe_io` (allow-list `BODY_MODEL_PICKLE`), each allowed (module, name)
+resolved to a small stand-in here that checks its arguments. Neither chumpy nor scipy is imported: a `Ch` becomes
+its `x` array, a sparse matrix becomes a dense array, and every array is rebuilt from raw bytes by numpy with a
+numeric dtype.
 
 Globals that such pickles ask for (measured with Python 2 / numpy 1 writers and with the current ones), and what
 each resolves to here:
@@ -30,11 +31,18 @@ from __future__ import annotations
 
 import io
 import math
-import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lib.io.safe_io import (
+    BODY_MODEL_PICKLE,
+    UnsafeFileError,
+    reading,
+    spelled,
+    unpickle,
+)
 
 __all__ = ['UnsafePickleError', 'load_pickle', 'loads_pickle']
 
@@ -46,8 +54,7 @@ _MAX_DENSE_ELEMENTS = 50_000_000
 _MAX_DEPTH = 32
 
 
-class UnsafePickleError(ValueError):
-    """The pickle asks for something outside the allow-list (or is malformed)."""
+UnsafePickleError = UnsafeFileError  # the pickle asks for something outside the allow-list (or is malformed)
 
 
 def _refuse(message: str) -> None:
@@ -330,44 +337,21 @@ def _reconstructor(cls: Any, base: Any, state: Any) -> _StateStub:
     return cls.__new__(cls)
 
 
-def _allowed_globals() -> dict[tuple[str, str], Any]:
-    """(module, name) -> a marker, a stand-in class (created empty, filled by BUILD) or a checking function."""
-    table: dict[tuple[str, str], Any] = {}
-    for builtins_module in ('__builtin__', 'builtins'):
-        table[builtins_module, 'set'] = _make_set
-        table[builtins_module, 'object'] = _OBJECT
-        table[builtins_module, 'bytes'] = _empty_bytes
-    table['_codecs', 'encode'] = _encode_latin1
-    for copyreg_module in ('copy_reg', 'copyreg'):
-        table[copyreg_module, '_reconstructor'] = _reconstructor
-    table['chumpy.ch', 'Ch'] = _ChStub
-    table['numpy', 'ndarray'] = _NDARRAY
-    table['numpy', 'dtype'] = _make_dtype
-    for core in ('numpy.core', 'numpy._core'):
-        table[f'{core}.multiarray', '_reconstruct'] = _reconstruct
-        table[f'{core}.multiarray', 'scalar'] = _scalar
-        table[f'{core}.numeric', '_frombuffer'] = _frombuffer
-    for fmt, stub in (('csc', _CscStub), ('csr', _CsrStub)):
-        table[f'scipy.sparse.{fmt}', f'{fmt}_matrix'] = stub  # scipy < 1.8
-        table[f'scipy.sparse._{fmt}', f'{fmt}_matrix'] = stub
+def _stand_ins() -> dict[tuple[str, str], Any]:
+    """The allow-list BODY_MODEL_PICKLE -> a marker, a stand-in class (created empty, filled by BUILD) or a checking
+    function."""
+    table = spelled({
+        'builtins.set': _make_set, 'builtins.object': _OBJECT, 'builtins.bytes': _empty_bytes,
+        '_codecs.encode': _encode_latin1, 'copyreg._reconstructor': _reconstructor, 'chumpy.ch.Ch': _ChStub,
+        'numpy.ndarray': _NDARRAY, 'numpy.dtype': _make_dtype,
+        'numpy._core.multiarray._reconstruct': _reconstruct, 'numpy._core.multiarray.scalar': _scalar,
+        'numpy._core.numeric._frombuffer': _frombuffer,
+        'scipy.sparse._csc.csc_matrix': _CscStub, 'scipy.sparse._csr.csr_matrix': _CsrStub,
+        'scipy.sparse.csc.csc_matrix': _CscStub, 'scipy.sparse.csr.csr_matrix': _CsrStub})
     return {key: value if isinstance(value, (_Marker, type)) else _Guarded(value) for key, value in table.items()}
 
 
-_ALLOWED = _allowed_globals()
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if '.' in name:
-            _refuse(f'refused dotted global {module}.{name}: attribute paths through a module are not followed')
-        try:
-            return _ALLOWED[module, name]
-        except KeyError:
-            _refuse(f'refused global {module}.{name}: not in the allow-list for body-model pickles '
-                    '(numpy arrays, scipy sparse matrices, chumpy Ch)')
-
-    def persistent_load(self, pid: Any) -> Any:
-        _refuse(f'refused persistent id {pid!r:.40}: body-model pickles do not use them')
+_STAND_INS = _stand_ins()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -396,15 +380,8 @@ def loads_pickle(data: bytes, source: str = '<bytes>') -> Any:
 
     Raises UnsafePickleError (a ValueError) naming `source` for anything refused or malformed.
     """
-    try:
-        raw = _RestrictedUnpickler(io.BytesIO(data), encoding='latin1').load()
-        return _plain(raw)
-    except UnsafePickleError as error:
-        raise UnsafePickleError(f'{source}: {error}') from None
-    except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError, ValueError,
-            OverflowError, UnicodeError, RecursionError) as error:
-        raise UnsafePickleError(f'{source}: not a readable body-model pickle ({type(error).__name__}: {error})') \
-            from None
+    with reading(source, 'body-model pickle'):
+        return _plain(unpickle(io.BytesIO(data), BODY_MODEL_PICKLE, _STAND_INS, encoding='latin1'))
 
 
 def load_pickle(path: str | Path) -> Any:

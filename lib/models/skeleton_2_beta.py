@@ -1,14 +1,14 @@
 """The ``skeleton_2_beta`` file: the Shape Inverse matrix A (bone lengths in mm per unit beta).
 
 Official layout: ``np.load(path, allow_pickle=True)['lr'].item()['A1']``, a (G, >=10) tensor inside a pickled dict.
-Plain ``np.load(allow_pickle=True)`` would run whatever code the pickle names, so the ``lr`` entry is read here by a
-restricted unpickler that knows exactly what that dict may hold: numpy arrays of numeric dtype (and the one object
-array around the dict), torch tensors (their storage read by ``torch.load(weights_only=True)``), plain containers.
+Plain ``np.load(allow_pickle=True)`` would run whatever code the pickle names, so the ``lr`` entry is read by the
+allow-listed unpickler of ``lib.io.safe_io`` (allow-list ``SKELETON_2_BETA``), with stand-ins here for what that
+dict may hold: numpy arrays of numeric dtype (and the one object array around the dict), torch tensors (their
+storage read by ``torch.load(weights_only=True)``), plain containers.
 """
 from __future__ import annotations
 
 import io
-import pickle
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from numpy.lib import format as npy_format
+
+from lib.io.safe_io import SKELETON_2_BETA, atomic_write, reading, spelled, unpickle
 
 ENTRY = "lr"
 MATRIX_KEY = "A1"
@@ -71,31 +73,14 @@ def _tensor_from_bytes(data: bytes):
 
 
 _NDARRAY = object()
-_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy", "ndarray"): _NDARRAY,
-    ("numpy", "dtype"): _DtypeState,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch.storage", "_load_from_bytes"): _tensor_from_bytes,
-    ("collections", "OrderedDict"): OrderedDict,
-}
-
-
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, stream, source: str):
-        super().__init__(stream)
-        self.source = source
-
-    def find_class(self, module, name):
-        try:
-            return _ALLOWED[(module, name)]
-        except KeyError:
-            raise ValueError(f"{self.source}: refused to load '{module}.{name}' (skeleton_2_beta files hold only "
-                             "arrays and tensors)") from None
-
-    def persistent_load(self, pid):
-        raise ValueError(f"{self.source}: persistent ids are refused")
+_STAND_INS = spelled({
+    "numpy._core.multiarray._reconstruct": _reconstruct,
+    "numpy.ndarray": _NDARRAY,
+    "numpy.dtype": _DtypeState,
+    "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
+    "torch.storage._load_from_bytes": _tensor_from_bytes,
+    "collections.OrderedDict": OrderedDict,
+})
 
 
 def _plain(value):
@@ -118,7 +103,8 @@ def load_skeleton_2_beta(path: str | Path, config_key: str = "DATA.SKELETON_2_BE
     shape, _fortran, dtype = read_header(stream)
     if dtype != np.dtype(object) or shape != ():
         raise ValueError(f"{path}: '{ENTRY}' must be a pickled dict (a 0-d object array)")
-    items = _plain(_Unpickler(stream, str(path)).load())
+    with reading(str(path), "skeleton_2_beta file"):
+        items = _plain(unpickle(stream, SKELETON_2_BETA, _STAND_INS))
     entry = items[0] if isinstance(items, list) and len(items) == 1 else None
     if not isinstance(entry, dict) or MATRIX_KEY not in entry:
         raise ValueError(f"{path}: '{ENTRY}' holds no dict with key '{MATRIX_KEY}'")
@@ -132,10 +118,8 @@ def load_skeleton_2_beta(path: str | Path, config_key: str = "DATA.SKELETON_2_BE
 def save_skeleton_2_beta(path: str | Path, matrix: np.ndarray) -> Path:
     """Write A in the official layout (``['lr'].item()['A1']``, a torch tensor as in the published file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     entry = np.empty((), dtype=object)
     entry[()] = {MATRIX_KEY: torch.as_tensor(np.asarray(matrix, dtype=np.float64))}
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **{ENTRY: entry})
-    tmp.replace(path)
+    with atomic_write(path) as file:
+        np.savez(file, **{ENTRY: entry})
     return path
