@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 import torch
+from numpy.lib import format as npy_format
 
 with warnings.catch_warnings():  # chumpy imports a deprecated scipy path
     warnings.simplefilter('ignore', DeprecationWarning)
@@ -497,7 +499,7 @@ def test_allow_list_is_exactly_the_expected_set(allowed, expected, stand_ins):
 def test_checkpoint_globals_are_exactly_the_expected_set():
     assert set(safe_io.CHECKPOINT_GLOBALS.names) == EXPECTED_CHECKPOINT_GLOBALS
     # what load_checkpoint hands to torch: these names (those the installed numpy has), each the real object
-    registered = dict((name, obj) for obj, name in safe_io.torch_safe_globals())
+    registered = {name: obj for obj, name in safe_io.torch_safe_globals()}
     assert set(registered) <= {f'{m}.{n}' for m, n in EXPECTED_CHECKPOINT_GLOBALS}
     assert {'numpy.dtype', 'numpy.ndarray', 'numpy.core.multiarray.scalar', 'numpy._core.multiarray.scalar',
             'numpy.dtypes.Float64DType'} <= set(registered)
@@ -668,14 +670,12 @@ def test_atomic_write_bytes_text_and_writer_callbacks(tmp_path):
 def test_atomic_write_failure_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
     path = tmp_path / 'data.bin'
     path.write_bytes(b'old')
-    with pytest.raises(OSError, match='disk full'):
-        with safe_io.atomic_write(path) as f:
-            f.write(b'partial new content')
-            raise OSError('disk full')
+    with pytest.raises(OSError, match='disk full'), safe_io.atomic_write(path) as f:
+        f.write(b'partial new content')
+        raise OSError('disk full')
     assert path.read_bytes() == b'old' and os.listdir(tmp_path) == ['data.bin']
-    with pytest.raises(ValueError, match='mode'):
-        with safe_io.atomic_write(path, 'ab'):
-            pass
+    with pytest.raises(ValueError, match='mode'), safe_io.atomic_write(path, 'ab'):
+        pass
 
 
 def test_file_digest_is_the_sha1_prefix(tmp_path):
@@ -684,3 +684,46 @@ def test_file_digest_is_the_sha1_prefix(tmp_path):
     expected = hashlib.sha1(b'abc' * 3_000_000).hexdigest()
     assert safe_io.file_digest(path) == expected[:12] and safe_io.file_digest(path, length=40) == expected
     assert safe_io.file_digest(write(tmp_path / 'empty', b'')) == 'da39a3ee5e6b'  # sha1 of nothing
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# skeleton_2_beta: the official layout in its variants still loads
+# ---------------------------------------------------------------------------------------------------------------
+
+def _skeleton_2_beta_file(path: Path, matrix, numpy1: bool = False) -> Path:
+    """An official-layout npz (`['lr'].item()['A1']`) written by numpy; `numpy1` respells numpy._core as numpy 1 did."""
+    entry = np.empty((), dtype=object)
+    entry[()] = {'A1': matrix, 'note': 'lr fit', 'meta': [1, 2.5]}
+    stream = io.BytesIO()
+    npy_format.write_array_header_1_0(stream, {'descr': '|O', 'fortran_order': False, 'shape': ()})
+    pickled = pickle.dumps(entry, protocol=3)  # as numpy 1's np.save: GLOBAL 'module\nname\n', respellable in place
+    if numpy1:
+        assert b'numpy._core.multiarray\n' in pickled
+        pickled = pickled.replace(b'numpy._core.multiarray\n', b'numpy.core.multiarray\n')
+    data = stream.getvalue() + pickled
+    with zipfile.ZipFile(path, 'w') as archive:
+        archive.writestr('lr.npy', data)
+    return path
+
+
+@pytest.mark.parametrize('numpy1', [False, True], ids=['numpy2', 'numpy1'])
+@pytest.mark.parametrize('as_tensor', [False, True], ids=['ndarray', 'tensor'])
+def test_skeleton_2_beta_variants_load(tmp_path, numpy1, as_tensor):
+    matrix = np.random.default_rng(3).normal(size=(14, 10))
+    stored = torch.as_tensor(matrix) if as_tensor else matrix.astype('>f8')  # big-endian: byte order kept
+    path = _skeleton_2_beta_file(tmp_path / 'skeleton_2_beta.npz', stored, numpy1)
+    with warnings.catch_warnings():  # numpy 2 reads numpy.core through a deprecated alias
+        warnings.simplefilter('ignore', DeprecationWarning)
+        official = np.load(path, allow_pickle=True)['lr'].item()['A1']  # what the reference does with the file
+    np.testing.assert_array_equal(np.asarray(official), matrix)
+    np.testing.assert_array_equal(load_skeleton_2_beta(path), matrix)
+
+
+def test_skeleton_2_beta_object_arrays_only_hold_allowed_items(tmp_path):
+    """The object array is the one non-numeric thing allowed; an object array inside it is still item-checked."""
+    marker = tmp_path / 'marker'
+    inner = np.array([np.zeros(2), PAYLOADS['builtins.eval'](marker)], dtype=object)
+    path = _skeleton_2_beta_file(tmp_path / 'skeleton_2_beta.npz', inner)
+    with pytest.raises(ValueError, match='refused global builtins.eval'):
+        load_skeleton_2_beta(path)
+    assert not marker.exists()

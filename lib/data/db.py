@@ -18,7 +18,6 @@ allow-list.
 from __future__ import annotations
 
 import builtins
-import codecs
 import collections
 import functools
 import os
@@ -40,6 +39,7 @@ from lib.io.safe_io import (
     spelled,
     unpickle,
 )
+from lib.io.stand_ins import encode_latin1
 
 __all__ = ['DB_NAMES', 'UnsafeDatabaseError', 'DatabaseFormatError', 'db_stem', 'db_path', 'safe_joblib_load',
            'load_db', 'validate_db', 'write_db', 'db_pose', 'window_starts', 'PoseDataset', 'resolve_db',
@@ -125,11 +125,6 @@ def _stand_ins() -> dict[tuple[str, str], Any]:
             _refuse(f'an array of type {subtype!r}')
         return multiarray._reconstruct(np.ndarray, shape, typecode)
 
-    def encode(text, encoding='utf-8', errors='strict'):
-        if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'):
-            _refuse(f'_codecs.encode with {encoding!r}')
-        return codecs.encode(text, encoding, errors)
-
     def scalar(dtype, data=None):
         if not isinstance(dtype, np.dtype):
             _refuse(f'a numpy scalar of {dtype!r}')
@@ -149,7 +144,7 @@ def _stand_ins() -> dict[tuple[str, str], Any]:
         'numpy.matrix': np.ndarray,
         'numpy.dtype': np.dtype,
         'collections.OrderedDict': collections.OrderedDict,
-        '_codecs.encode': encode,
+        '_codecs.encode': encode_latin1,
         'numpy._core.multiarray._reconstruct': reconstruct,
         'numpy._core.multiarray.scalar': scalar,
         'numpy._core.numeric._frombuffer': frombuffer,   # pickle protocol 5 arrays
