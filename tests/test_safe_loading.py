@@ -727,3 +727,27 @@ def test_skeleton_2_beta_object_arrays_only_hold_allowed_items(tmp_path):
     with pytest.raises(ValueError, match='refused global builtins.eval'):
         load_skeleton_2_beta(path)
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# joblib databases: the official variants still load, equal to what joblib itself reads from a trusted file
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('compress', [0, 3])
+def test_database_variants_load_as_joblib_reads_them(tmp_path, compress):
+    from lib.data.db import safe_joblib_load
+
+    rng = np.random.default_rng(5)
+    db = {'theta': rng.normal(size=(6, 72)).astype(np.float32),
+          'beta': np.asfortranarray(rng.normal(size=(6, 10))),                 # Fortran order
+          'twist_angle': rng.normal(size=(6, 23)).astype('>f8'),              # big-endian
+          'valid': np.ones(6, dtype=bool), 'frame': np.arange(6, dtype=np.int64),
+          'vid_name': np.array(['seq_a'] * 3 + ['seq_b'] * 3, dtype=object),  # object array: a nested pickle
+          'names_u': np.array(['a', 'bc']), 'names_s': np.array([b'a', b'bc']),
+          'meta': {'fps': 30, 'source': 'amass', 'order': [1, 2]}}
+    joblib.dump(db, tmp_path / 'db.pt', compress=compress)
+    loaded, reference = safe_joblib_load(tmp_path / 'db.pt'), joblib.load(tmp_path / 'db.pt')
+    assert set(loaded) == set(reference) and loaded['meta'] == reference['meta']
+    for key in set(db) - {'meta'}:
+        assert type(loaded[key]) is np.ndarray and loaded[key].dtype == reference[key].dtype, key
+        np.testing.assert_array_equal(loaded[key], reference[key], err_msg=key)

@@ -39,7 +39,14 @@ from lib.io.safe_io import (
     spelled,
     unpickle,
 )
-from lib.io.stand_ins import encode_latin1
+from lib.io.stand_ins import (
+    NDARRAY,
+    DtypeStub,
+    Guarded,
+    encode_latin1,
+    numpy_stand_ins,
+    plain,
+)
 
 __all__ = ['DB_NAMES', 'UnsafeDatabaseError', 'DatabaseFormatError', 'db_stem', 'db_path', 'safe_joblib_load',
            'load_db', 'validate_db', 'write_db', 'db_pose', 'window_starts', 'PoseDataset', 'resolve_db',
@@ -115,39 +122,19 @@ def _refuse(what: str) -> None:
 
 @functools.cache
 def _stand_ins() -> dict[tuple[str, str], Any]:
-    """The allow-list JOBLIB_DATABASE -> numpy's own functions and types, behind argument checks."""
+    """The allow-list JOBLIB_DATABASE -> stand-ins: arrays rebuilt from raw bytes (``lib.io.stand_ins``; numeric,
+    string and object arrays), joblib's array wrapper (checked before use), builtin containers."""
     from joblib.numpy_pickle import NumpyArrayWrapper
-
-    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
-
-    def reconstruct(subtype, shape, typecode):
-        if subtype is not np.ndarray:
-            _refuse(f'an array of type {subtype!r}')
-        return multiarray._reconstruct(np.ndarray, shape, typecode)
-
-    def scalar(dtype, data=None):
-        if not isinstance(dtype, np.dtype):
-            _refuse(f'a numpy scalar of {dtype!r}')
-        return multiarray.scalar(dtype, data) if data is not None else multiarray.scalar(dtype)
-
-    def frombuffer(buffer, dtype, shape, order):
-        if not isinstance(dtype, np.dtype) or dtype.hasobject or order not in ('C', 'F'):
-            _refuse(f'an array from a buffer with dtype {dtype!r}')
-        return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order).copy(order=order)
 
     builtin_types = ('dict', 'list', 'tuple', 'set', 'frozenset', 'str', 'bytes', 'bytearray', 'int', 'float',
                      'complex', 'bool')
     return spelled({
+        **numpy_stand_ins(kinds='biufcSU', object_arrays=True),
         'joblib.numpy_pickle.NumpyArrayWrapper': NumpyArrayWrapper,
-        'numpy.ndarray': np.ndarray,
-        'numpy.memmap': np.ndarray,   # a memmap's class is only a tag here; never construct a memmap
-        'numpy.matrix': np.ndarray,
-        'numpy.dtype': np.dtype,
+        'numpy.memmap': NDARRAY,   # a memmap's or matrix's class is only a tag here; an ndarray is read
+        'numpy.matrix': NDARRAY,
         'collections.OrderedDict': collections.OrderedDict,
-        '_codecs.encode': encode_latin1,
-        'numpy._core.multiarray._reconstruct': reconstruct,
-        'numpy._core.multiarray.scalar': scalar,
-        'numpy._core.numeric._frombuffer': frombuffer,   # pickle protocol 5 arrays
+        '_codecs.encode': Guarded(encode_latin1),
         **{f'builtins.{name}': getattr(builtins, name) for name in builtin_types},
     })
 
@@ -172,7 +159,7 @@ def _safe_unpickler_class():
             wrapper = self.stack.pop()
             self._check_wrapper(wrapper)
             if wrapper.dtype.hasobject:   # an object array: a nested pickle of its items
-                array = unpickle(self.file_handle, JOBLIB_DATABASE, _stand_ins(), shared_stream=True)
+                array = plain(unpickle(self.file_handle, JOBLIB_DATABASE, _stand_ins(), shared_stream=True))
                 if type(array) is not np.ndarray:
                     _refuse(f'an object array that unpickles to {type(array).__name__}')
             else:
@@ -184,13 +171,14 @@ def _safe_unpickler_class():
         def _check_wrapper(self, wrapper):
             state = vars(wrapper)
             shape = state.get('shape')
-            ok = (set(state) <= _WRAPPER_FIELDS and isinstance(state.get('dtype'), np.dtype)
+            ok = (set(state) <= _WRAPPER_FIELDS and isinstance(state.get('dtype'), DtypeStub)
                   and isinstance(shape, tuple)
                   and all(isinstance(s, (int, np.integer)) and s >= 0 for s in shape)
-                  and state.get('order') in ('C', 'F') and state.get('subclass') is np.ndarray
+                  and state.get('order') in ('C', 'F') and state.get('subclass') is NDARRAY
                   and isinstance(state.get('numpy_array_alignment_bytes', None), (int, type(None))))
             if not ok:
                 _refuse('a malformed joblib array wrapper')
+            wrapper.dtype = state['dtype'].value()   # checked: an allowed kind
 
     return SafeNumpyUnpickler
 
@@ -211,7 +199,7 @@ def safe_joblib_load(path: str | os.PathLike) -> Any:
           _validate_fileobject_and_memmap(handle, source, None) as (fobj, _)):
         if isinstance(fobj, str):
             _refuse('the joblib < 0.10 multi-file format')
-        return unpickler_class(source, fobj).load()
+        return plain(unpickler_class(source, fobj).load())
 
 
 # ---------------------------------------------------------------------------------------------------------------

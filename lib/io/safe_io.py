@@ -3,15 +3,17 @@
 Every pickle-based format the project reads (published SMPL `.pkl` body models, joblib `.pt` databases, the
 `skeleton_2_beta` `.npz`, torch checkpoints) names the globals it needs by (module, name). A plain `pickle.load`
 imports and calls whatever a file names, so each format has an allow-list here, as data, and a loader that resolves
-only those names, each to a stand-in its format module provides (a checking function, a class filled by BUILD):
+only those names, each to a stand-in (a checking function, a class filled by BUILD; the numpy ones shared in
+`lib/io/stand_ins.py`, format-specific ones such as chumpy's Ch beside their format):
 
     BODY_MODEL_PICKLE   lib/models/safe_pickle.py    numpy arrays, scipy sparse matrices, chumpy Ch
     JOBLIB_DATABASE     lib/data/db.py               joblib array wrappers, numpy arrays, builtin containers
     SKELETON_2_BETA     lib/models/skeleton_2_beta.py one object array holding a dict of arrays / torch tensors
     CHECKPOINT_GLOBALS  lib/models/checkpoint.py     numpy scalars / arrays on top of torch's weights_only set
 
-    table = {('numpy', 'dtype'): make_dtype, ...}            # the format's stand-ins, keyed like its allow-list
-    data = unpickle(stream, BODY_MODEL_PICKLE, table, source=str(path))
+    table = spelled({'numpy.dtype': make_dtype, ...})        # the format's stand-ins, keyed like its allow-list
+    with reading(str(path), 'body-model pickle'):            # errors name the file
+        data = unpickle(stream, BODY_MODEL_PICKLE, table)
 
 Pickles name numpy's reconstructors under `numpy.core` (numpy 1) or `numpy._core` (numpy 2) and Python 2 pickles
 spell `builtins` / `copyreg` as `__builtin__` / `copy_reg`; an allow-list is written with the current spelling and

@@ -8,8 +8,8 @@ reconstructor runs on file data. `plain` then turns the stand-ins in the result 
     table = spelled({**numpy_stand_ins(), '_codecs.encode': Guarded(encode_latin1), ...})
     data = plain(unpickle(stream, ALLOW_LIST, table))
 
-Used by the body-model pickles (`lib/models/safe_pickle.py`) and the skeleton_2_beta file (its one object array:
-`numpy_stand_ins(object_arrays=True)`).
+Used by the body-model pickles (`lib/models/safe_pickle.py`: numeric arrays only), the joblib databases
+(`lib/data/db.py`: also string and object arrays) and the skeleton_2_beta file (its one object array).
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import numpy as np
 
 from lib.io.safe_io import UnsafeFileError
 
-__all__ = ['refuse', 'Frozen', 'Marker', 'Guarded', 'Stub', 'ArrayStub', 'numpy_stand_ins', 'encode_latin1',
-           'plain']
+__all__ = ['refuse', 'Frozen', 'Marker', 'Guarded', 'Stub', 'NDARRAY', 'DtypeStub', 'ArrayStub', 'numpy_stand_ins',
+           'encode_latin1', 'plain']
 
 # numpy dtype kinds an array may have: bool, signed int, unsigned int, float.
 NUMERIC_KINDS = 'biuf'
@@ -82,21 +82,22 @@ NDARRAY = Marker('numpy.ndarray')
 # numpy: dtypes and arrays
 # ---------------------------------------------------------------------------------------------------------------
 
-def _check_dtype(dtype: np.dtype, object_arrays: bool) -> np.dtype:
+def _check_dtype(dtype: np.dtype, kinds: str, object_arrays: bool) -> np.dtype:
     if dtype.kind == 'O' and object_arrays:
         return dtype
     if dtype.hasobject or dtype.kind == 'O':
         refuse(f'object-dtype arrays are refused (dtype {dtype})')
-    if dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in NUMERIC_KINDS:
-        refuse(f'only numeric (bool / int / uint / float) arrays are accepted, not dtype {dtype}')
+    if dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in kinds:
+        refuse(f'only arrays of dtype kinds {kinds!r} (b bool, i int, u uint, f float, c complex, S bytes, '
+               f'U str) are accepted, not dtype {dtype}')
     return dtype
 
 
 class DtypeStub(Stub):
     """Result of `numpy.dtype(spec, align, copy)`; BUILD may then set the byte order, nothing else."""
 
-    def __init__(self, dtype: np.dtype, object_arrays: bool):
-        self.dtype, self.object_arrays = dtype, object_arrays
+    def __init__(self, dtype: np.dtype, kinds: str, object_arrays: bool):
+        self.dtype, self.kinds, self.object_arrays = dtype, kinds, object_arrays
 
     def __setstate__(self, state: Any) -> None:
         # numpy writes (version, byteorder, subarray, names, fields, elsize, alignment, flags[, metadata]).
@@ -111,17 +112,17 @@ class DtypeStub(Stub):
             self.dtype = self.dtype.newbyteorder(byteorder)
 
     def value(self) -> np.dtype:
-        return _check_dtype(self.dtype, self.object_arrays)
+        return _check_dtype(self.dtype, self.kinds, self.object_arrays)
 
 
-def _make_dtype(spec: Any, align: Any = False, copy: Any = True, *, object_arrays: bool = False) -> DtypeStub:
+def _make_dtype(spec: Any, align: Any = False, copy: Any = True, *, kinds: str, object_arrays: bool) -> DtypeStub:
     if not isinstance(spec, str) or len(spec) > 8:
         refuse(f'numpy.dtype called with {spec!r:.40}; only short type strings such as "f8" are accepted')
     try:
         dtype = np.dtype(spec)
     except TypeError as error:
         refuse(f'invalid dtype {spec!r}: {error}')
-    return DtypeStub(_check_dtype(dtype, object_arrays), object_arrays)
+    return DtypeStub(_check_dtype(dtype, kinds, object_arrays), kinds, object_arrays)
 
 
 def _resolve_dtype(dtype: Any) -> np.dtype:
@@ -205,11 +206,12 @@ def _scalar(dtype: Any, data: Any) -> ArrayStub:
     return ArrayStub(_array_from_data(_as_bytes(data), dtype, (), False))
 
 
-def numpy_stand_ins(object_arrays: bool = False) -> dict[str, Any]:
-    """'module.name' (current spelling) -> stand-in for numpy's array and dtype globals; `object_arrays` accepts
-    object-dtype arrays built by `_reconstruct` (their items go through the same allow-list)."""
+def numpy_stand_ins(kinds: str = NUMERIC_KINDS, object_arrays: bool = False) -> dict[str, Any]:
+    """'module.name' (current spelling) -> stand-in for numpy's array and dtype globals. Arrays may have the dtype
+    `kinds` (numpy's kind letters); `object_arrays` also accepts object-dtype arrays built by `_reconstruct` (their
+    items go through the same allow-list)."""
     return {'numpy.ndarray': NDARRAY,
-            'numpy.dtype': Guarded(partial(_make_dtype, object_arrays=object_arrays)),
+            'numpy.dtype': Guarded(partial(_make_dtype, kinds=kinds, object_arrays=object_arrays)),
             'numpy._core.multiarray._reconstruct': Guarded(_reconstruct),
             'numpy._core.multiarray.scalar': Guarded(_scalar),
             'numpy._core.numeric._frombuffer': Guarded(_frombuffer)}

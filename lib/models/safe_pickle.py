@@ -3,9 +3,9 @@
 The SMPL `.pkl` files are Python 2 pickles of a dict holding chumpy `Ch` arrays, numpy arrays and a scipy sparse
 `J_regressor`. A plain `pickle.load` would import and call whatever globals the file names, so they are read with
 the allow-listed unpickler of `lib.io.safe_io` (allow-list `BODY_MODEL_PICKLE`), each allowed (module, name)
-resolved to a small stand-in here that checks its arguments. Neither chumpy nor scipy is imported: a `Ch` becomes
-its `x` array, a sparse matrix becomes a dense array, and every array is rebuilt from raw bytes by numpy with a
-numeric dtype.
+resolved to a small stand-in (here, or the numpy ones of `lib.io.stand_ins`) that checks its arguments. Neither
+chumpy nor scipy is imported: a `Ch` becomes its `x` array, a sparse matrix becomes a dense array, and every array
+is rebuilt from raw bytes by numpy with a numeric dtype.
 
 Globals that such pickles ask for (measured with Python 2 / numpy 1 writers and with the current ones), and what
 each resolves to here:
