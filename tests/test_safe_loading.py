@@ -751,3 +751,17 @@ def test_database_variants_load_as_joblib_reads_them(tmp_path, compress):
     for key in set(db) - {'meta'}:
         assert type(loaded[key]) is np.ndarray and loaded[key].dtype == reference[key].dtype, key
         np.testing.assert_array_equal(loaded[key], reference[key], err_msg=key)
+
+
+def test_database_build_cannot_change_an_allowed_class(tmp_path):
+    """BUILD on a class the allow-list hands out (joblib's array wrapper) would set class attributes for every later
+    file; it is refused and the class stays as it was."""
+    from joblib.numpy_pickle import NumpyArrayWrapper
+
+    before = dict(vars(NumpyArrayWrapper))
+    payload = (pickle.PROTO + b'\x02' + pickle.GLOBAL + b'joblib.numpy_pickle\nNumpyArrayWrapper\n' + pickle.NONE
+               + pickle.EMPTY_DICT + pickle.BINUNICODE + struct.pack('<I', 10) + b'read_array' + pickle.GLOBAL
+               + b'builtins\ndict\n' + pickle.SETITEM + pickle.TUPLE2 + pickle.BUILD + pickle.STOP)
+    with pytest.raises(ValueError, match='refused BUILD on the class NumpyArrayWrapper'):
+        load_db(write(tmp_path / 'db.pt', payload), 'smpl')
+    assert dict(vars(NumpyArrayWrapper)) == before

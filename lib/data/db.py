@@ -8,9 +8,10 @@ Layout (METHOD.md section 10): ``<DB_DIR>/<name>_<set>_db.pt``, a joblib file ho
 
 ``joblib.load`` unpickles, i.e. it can run any code a file asks for. :func:`safe_joblib_load` reads the same
 format with the allow-listed unpickler of ``lib.io.safe_io`` (allow-list ``JOBLIB_DATABASE``): joblib's
-``NumpyArrayWrapper`` (its array bytes are read as raw data), numpy arrays / dtypes / scalars and builtin
-containers; anything else is refused with :class:`UnsafeDatabaseError` before it is called. Object arrays (e.g. ``vid_name`` stored as Python strings) are nested pickles and go through the same
-allow-list.
+``NumpyArrayWrapper`` (its array bytes are read as raw data), numpy arrays / dtypes / scalars (rebuilt from raw
+bytes by ``lib.io.stand_ins``) and builtin containers; anything else is refused with :class:`UnsafeDatabaseError`
+before it is called. Object arrays (e.g. ``vid_name`` stored as Python strings) are nested pickles and go through
+the same allow-list.
 
     db = load_db(db_path(db_dir, 'AMASS', 'test'), 'smpl')      # validated dict of numpy arrays
     ds = PoseDataset(db, body='smpl', seqlen=1)                  # items: betas, pose (P, 3), twist_angle (P-1,)
@@ -153,6 +154,7 @@ def _safe_unpickler_class():
             self.use_allow_list(JOBLIB_DATABASE, _stand_ins())
 
         def load_build(self):
+            self.refuse_build_on_a_class()
             pickle._Unpickler.load_build(self)
             if not isinstance(self.stack[-1], NumpyArrayWrapper):
                 return

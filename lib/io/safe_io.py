@@ -126,7 +126,7 @@ CHECKPOINT_GLOBALS = allow_list(
 class AllowListUnpickling:
     """Mixin for any `pickle.Unpickler` subclass (the C one, `pickle._Unpickler`, joblib's `NumpyUnpickler`):
     `find_class` hands out the stand-in of an allow-listed global and refuses everything else; persistent ids are
-    refused. Call `use_allow_list` before `load`."""
+    refused; pure-Python unpicklers call `refuse_build_on_a_class` in BUILD. Call `use_allow_list` before `load`."""
 
     def use_allow_list(self, allowed: AllowList, stand_ins: Mapping[tuple[str, str], Any]) -> None:
         if set(stand_ins) != allowed.names:  # a programming error, never a file's: say which names disagree
@@ -146,6 +146,12 @@ class AllowListUnpickling:
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafeFileError(f'refused persistent id {pid!r:.40}: {self._allowed.holds} do not use them')
 
+    def refuse_build_on_a_class(self) -> None:
+        """For pure-Python unpicklers, before BUILD: a class handed out by `find_class` (e.g. joblib's array wrapper)
+        must not get attributes set, which would change how this and later files are read."""
+        if isinstance(self.stack[-2], type):
+            raise UnsafeFileError(f'refused BUILD on the class {self.stack[-2].__qualname__}')
+
 
 class _Unpickler(AllowListUnpickling, pickle.Unpickler):
     pass
@@ -153,6 +159,13 @@ class _Unpickler(AllowListUnpickling, pickle.Unpickler):
 
 class _PythonUnpickler(AllowListUnpickling, pickle._Unpickler):
     """The pure-Python unpickler: it reads no further than the pickle ends (a stream shared with other readers)."""
+    dispatch = pickle._Unpickler.dispatch.copy()
+
+    def load_build(self) -> None:
+        self.refuse_build_on_a_class()
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 # Errors an unpickler raises on malformed input (truncated stream, wrong argument types to a stand-in, a corrupt
