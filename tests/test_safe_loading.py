@@ -765,3 +765,18 @@ def test_database_build_cannot_change_an_allowed_class(tmp_path):
     with pytest.raises(ValueError, match='refused BUILD on the class NumpyArrayWrapper'):
         load_db(write(tmp_path / 'db.pt', payload), 'smpl')
     assert dict(vars(NumpyArrayWrapper)) == before
+
+
+@pytest.mark.parametrize('suffix', ['', '.gz', '.xz'])
+def test_corrupt_database_is_a_format_error_naming_the_file(tmp_path, suffix):
+    """Truncated (plain) or with garbage in the compressed stream (zlib / lzma errors): one error naming the file."""
+    from lib.data.db import DatabaseFormatError
+
+    path = tmp_path / f'amass_test_db.pt{suffix}'
+    joblib.dump({'theta': np.random.default_rng(0).normal(size=(50, 72))}, path)  # the suffix picks the compression
+    data = path.read_bytes()
+    middle = len(data) // 2
+    path.write_bytes(data[:-200] if not suffix else data[:middle] + bytes(64) + data[middle + 64:])
+    with pytest.raises(DatabaseFormatError, match='not a readable joblib database') as error:
+        load_db(path, 'smpl')
+    assert str(path) in str(error.value)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import lzma
 import os
 import pickle
 import uuid
@@ -171,7 +172,7 @@ class _PythonUnpickler(AllowListUnpickling, pickle._Unpickler):
 # Errors an unpickler raises on malformed input (truncated stream, wrong argument types to a stand-in, a corrupt
 # compressed stream, ...).
 _MALFORMED = (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError, ValueError,
-              OverflowError, UnicodeError, RecursionError, OSError, zlib.error)
+              OverflowError, UnicodeError, RecursionError, OSError, zlib.error, lzma.LZMAError)
 
 
 @contextlib.contextmanager
