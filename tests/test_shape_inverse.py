@@ -84,7 +84,7 @@ def test_skeleton_2_beta_loading_runs_no_code(tmp_path):
     payload[()] = {"A1": _Exploit(marker)}
     path = tmp_path / "evil.npz"
     np.savez(path, lr=payload)
-    with pytest.raises(ValueError, match="refused to load 'posix.system'"):
+    with pytest.raises(ValueError, match="refused global posix.system"):
         load_skeleton_2_beta(path)
     assert not marker.exists()
 

@@ -52,7 +52,7 @@ BODY_INDEX_LITERALS = {15, 21, 22, 23, 24, 25, 39, 40, 45, 54, 55, 63, 66, 69, 7
 # Files allowed to know them: the trees, and the generator that builds the open body models.
 OWNERS = {'lib/kinematics/tree.py', 'tools/make_open_body_model.py'}
 # (file, literal): uses of such a number that are not indices.
-NOT_INDICES = {('lib/data/synthetic/writer.py', 22): 'file digest read size, 1 << 22 bytes',
+NOT_INDICES = {('lib/io/safe_io.py', 22): 'file digest read size, 1 << 22 bytes',
                ('lib/engine/evaluator.py', 40): 'width of the results table rule'}
 
 

@@ -7,10 +7,11 @@ Layout (METHOD.md section 10): ``<DB_DIR>/<name>_<set>_db.pt``, a joblib file ho
             twist_angle (N, ..., 54), vid_name (N,)
 
 ``joblib.load`` unpickles, i.e. it can run any code a file asks for. :func:`safe_joblib_load` reads the same
-format with an allow-list: joblib's ``NumpyArrayWrapper`` (its array bytes are read as raw data), numpy arrays /
-dtypes / scalars and builtin containers; anything else is refused with :class:`UnsafeDatabaseError` before it
-is called. Object arrays (e.g. ``vid_name`` stored as Python strings) are nested pickles and go through the same
-allow-list.
+format with the allow-listed unpickler of ``lib.io.safe_io`` (allow-list ``JOBLIB_DATABASE``): joblib's
+``NumpyArrayWrapper`` (its array bytes are read as raw data), numpy arrays / dtypes / scalars (rebuilt from raw
+bytes by ``lib.io.stand_ins``) and builtin containers; anything else is refused with :class:`UnsafeDatabaseError`
+before it is called. Object arrays (e.g. ``vid_name`` stored as Python strings) are nested pickles and go through
+the same allow-list.
 
     db = load_db(db_path(db_dir, 'AMASS', 'test'), 'smpl')      # validated dict of numpy arrays
     ds = PoseDataset(db, body='smpl', seqlen=1)                  # items: betas, pose (P, 3), twist_angle (P-1,)
@@ -18,8 +19,8 @@ allow-list.
 from __future__ import annotations
 
 import builtins
-import codecs
 import collections
+import functools
 import os
 import pickle
 import warnings
@@ -30,6 +31,23 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lib.io.safe_io import (
+    JOBLIB_DATABASE,
+    AllowListUnpickling,
+    UnsafeFileError,
+    atomic_write,
+    reading,
+    spelled,
+    unpickle,
+)
+from lib.io.stand_ins import (
+    NDARRAY,
+    DtypeStub,
+    Guarded,
+    encode_latin1,
+    numpy_stand_ins,
+    plain,
+)
 from lib.kinematics.tree import SMPL_TREE, SMPLX_TREE, TREES
 
 __all__ = ['DB_NAMES', 'UnsafeDatabaseError', 'DatabaseFormatError', 'db_stem', 'db_path', 'safe_joblib_load',
@@ -48,8 +66,7 @@ _OFFICIAL_SOURCE = ('the official SMPL-IKS databases (amass, 3dpw, agora for SMP
                     '(or with tools/make_synthetic_db.py)')
 
 
-class UnsafeDatabaseError(ValueError):
-    """A database file asks the unpickler for something outside the allow-list (it would run code)."""
+UnsafeDatabaseError = UnsafeFileError  # a database file asks for something outside the allow-list (it would run code)
 
 
 class DatabaseFormatError(ValueError):
@@ -101,88 +118,27 @@ def db_path(db_dir: str | os.PathLike, name: str, split: str, must_exist: bool =
 # Safe reading of joblib files
 # ---------------------------------------------------------------------------------------------------------------
 
-def _numpy_multiarray():
-    try:
-        from numpy._core import multiarray  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1
-        from numpy.core import multiarray
-    return multiarray
+def _refuse(what: str) -> None:
+    raise UnsafeDatabaseError(f'refused: the file asks for {what}')
 
 
-def _refuse(source: str, what: str) -> None:
-    raise UnsafeDatabaseError(
-        f'{source}: refused to load: the file asks for {what}, which is not on the allow-list of a database '
-        '(numpy arrays, dtypes and scalars, builtin containers); loading it with joblib.load / pickle would run '
-        'code from the file')
-
-
-def _allow_list(source: str) -> dict[tuple[str, str], Any]:
+@functools.cache
+def _stand_ins() -> dict[tuple[str, str], Any]:
+    """The allow-list JOBLIB_DATABASE -> stand-ins: arrays rebuilt from raw bytes (``lib.io.stand_ins``; numeric,
+    string and object arrays), joblib's array wrapper (checked before use), builtin containers."""
     from joblib.numpy_pickle import NumpyArrayWrapper
 
-    multiarray = _numpy_multiarray()
-
-    def reconstruct(subtype, shape, typecode):
-        if subtype is not np.ndarray:
-            _refuse(source, f'an array of type {subtype!r}')
-        return multiarray._reconstruct(np.ndarray, shape, typecode)
-
-    def encode(text, encoding='utf-8', errors='strict'):
-        if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'):
-            _refuse(source, f'_codecs.encode with {encoding!r}')
-        return codecs.encode(text, encoding, errors)
-
-    def scalar(dtype, data=None):
-        if not isinstance(dtype, np.dtype):
-            _refuse(source, f'a numpy scalar of {dtype!r}')
-        return multiarray.scalar(dtype, data) if data is not None else multiarray.scalar(dtype)
-
-    def frombuffer(buffer, dtype, shape, order):
-        if not isinstance(dtype, np.dtype) or dtype.hasobject or order not in ('C', 'F'):
-            _refuse(source, f'an array from a buffer with dtype {dtype!r}')
-        return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order).copy(order=order)
-
-    allowed: dict[tuple[str, str], Any] = {
-        ('joblib.numpy_pickle', 'NumpyArrayWrapper'): NumpyArrayWrapper,
-        ('numpy', 'ndarray'): np.ndarray,
-        ('numpy', 'memmap'): np.ndarray,   # a memmap's class is only a tag here; never construct a memmap
-        ('numpy', 'matrix'): np.ndarray,
-        ('numpy', 'dtype'): np.dtype,
-        ('collections', 'OrderedDict'): collections.OrderedDict,
-        ('_codecs', 'encode'): encode,
-    }
-    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
-        allowed[(module, '_reconstruct')] = reconstruct
-        allowed[(module, 'scalar')] = scalar
-    for module in ('numpy.core.numeric', 'numpy._core.numeric'):   # pickle protocol 5 arrays
-        allowed[(module, '_frombuffer')] = frombuffer
-    for name in ('dict', 'list', 'tuple', 'set', 'frozenset', 'str', 'bytes', 'bytearray', 'int', 'float',
-                 'complex', 'bool'):
-        allowed[('builtins', name)] = getattr(builtins, name)
-        allowed[('__builtin__', name)] = getattr(builtins, name)
-    return allowed
-
-
-class _AllowListed:
-    """find_class from the allow-list only; persistent ids refused (mixed into both unpicklers below)."""
-    _allowed: dict
-    _source: str
-
-    def find_class(self, module, name):
-        try:
-            return self._allowed[(module, name)]
-        except KeyError:
-            _refuse(self._source, f'the global {module}.{name}')
-
-    def persistent_load(self, pid):
-        _refuse(self._source, f'a persistent id {pid!r}')
-
-
-class _SafeInnerUnpickler(_AllowListed, pickle._Unpickler):
-    """Plain restricted unpickler for the nested pickles of object arrays."""
-
-    def __init__(self, file, allowed, source):
-        super().__init__(file)
-        self._allowed, self._source = allowed, source
+    builtin_types = ('dict', 'list', 'tuple', 'set', 'frozenset', 'str', 'bytes', 'bytearray', 'int', 'float',
+                     'complex', 'bool')
+    return spelled({
+        **numpy_stand_ins(kinds='biufcSU', object_arrays=True),
+        'joblib.numpy_pickle.NumpyArrayWrapper': NumpyArrayWrapper,
+        'numpy.memmap': NDARRAY,   # a memmap's or matrix's class is only a tag here; an ndarray is read
+        'numpy.matrix': NDARRAY,
+        'collections.OrderedDict': collections.OrderedDict,
+        '_codecs.encode': Guarded(encode_latin1),
+        **{f'builtins.{name}': getattr(builtins, name) for name in builtin_types},
+    })
 
 
 _WRAPPER_FIELDS = {'subclass', 'shape', 'order', 'dtype', 'allow_mmap', 'numpy_array_alignment_bytes'}
@@ -191,24 +147,24 @@ _WRAPPER_FIELDS = {'subclass', 'shape', 'order', 'dtype', 'allow_mmap', 'numpy_a
 def _safe_unpickler_class():
     from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
 
-    class SafeNumpyUnpickler(_AllowListed, NumpyUnpickler):
+    class SafeNumpyUnpickler(AllowListUnpickling, NumpyUnpickler):
         dispatch = NumpyUnpickler.dispatch.copy()
 
-        def __init__(self, filename, file_handle, source):
+        def __init__(self, filename, file_handle):
             super().__init__(filename, file_handle, ensure_native_byte_order=True, mmap_mode=None)
-            self._source = source
-            self._allowed = _allow_list(source)
+            self.use_allow_list(JOBLIB_DATABASE, _stand_ins())
 
         def load_build(self):
+            self.refuse_build_on_a_class()
             pickle._Unpickler.load_build(self)
             if not isinstance(self.stack[-1], NumpyArrayWrapper):
                 return
             wrapper = self.stack.pop()
             self._check_wrapper(wrapper)
-            if wrapper.dtype.hasobject:
-                array = _SafeInnerUnpickler(self.file_handle, self._allowed, self._source).load()
+            if wrapper.dtype.hasobject:   # an object array: a nested pickle of its items
+                array = plain(unpickle(self.file_handle, JOBLIB_DATABASE, _stand_ins(), shared_stream=True))
                 if type(array) is not np.ndarray:
-                    _refuse(self._source, f'an object array that unpickles to {type(array).__name__}')
+                    _refuse(f'an object array that unpickles to {type(array).__name__}')
             else:
                 array = NumpyArrayWrapper.read_array(wrapper, self, True)   # the class's method, never the state's
             self.stack.append(array)
@@ -218,13 +174,14 @@ def _safe_unpickler_class():
         def _check_wrapper(self, wrapper):
             state = vars(wrapper)
             shape = state.get('shape')
-            ok = (set(state) <= _WRAPPER_FIELDS and isinstance(state.get('dtype'), np.dtype)
+            ok = (set(state) <= _WRAPPER_FIELDS and isinstance(state.get('dtype'), DtypeStub)
                   and isinstance(shape, tuple)
                   and all(isinstance(s, (int, np.integer)) and s >= 0 for s in shape)
-                  and state.get('order') in ('C', 'F') and state.get('subclass') is np.ndarray
+                  and state.get('order') in ('C', 'F') and state.get('subclass') is NDARRAY
                   and isinstance(state.get('numpy_array_alignment_bytes', None), (int, type(None))))
             if not ok:
-                _refuse(self._source, 'a malformed joblib array wrapper')
+                _refuse('a malformed joblib array wrapper')
+            wrapper.dtype = state['dtype'].value()   # checked: an allowed kind
 
     return SafeNumpyUnpickler
 
@@ -241,17 +198,11 @@ def safe_joblib_load(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f'database file not found: {path}')
     unpickler_class = _safe_unpickler_class()
-    with open(path, 'rb') as handle:
-        with _validate_fileobject_and_memmap(handle, source, None) as (fobj, _):
-            if isinstance(fobj, str):
-                _refuse(source, 'the joblib < 0.10 multi-file format')
-            try:
-                return unpickler_class(source, fobj, source).load()
-            except (UnsafeDatabaseError, FileNotFoundError):
-                raise
-            except Exception as error:  # truncated / corrupt files: say which file
-                raise DatabaseFormatError(f'{source}: not a readable joblib database ({type(error).__name__}: '
-                                          f'{error})') from error
+    with (open(path, 'rb') as handle, reading(source, 'joblib database', malformed=DatabaseFormatError),
+          _validate_fileobject_and_memmap(handle, source, None) as (fobj, _)):
+        if isinstance(fobj, str):
+            _refuse('the joblib < 0.10 multi-file format')
+        return plain(unpickler_class(source, fobj).load())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -354,13 +305,8 @@ def write_db(path: str | os.PathLike, db: Mapping[str, Any], body: str) -> Path:
     checked = validate_db(db, body, str(path))
     import joblib
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        joblib.dump({k: checked[k] if k in checked else v for k, v in db.items()}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as file:
+        joblib.dump({k: checked[k] if k in checked else v for k, v in db.items()}, file)
     return path
 
 

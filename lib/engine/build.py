@@ -7,11 +7,9 @@ paths and values, never a cfg.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import random
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +19,7 @@ from yacs.config import CfgNode
 from lib.core.config import REPO_ROOT, resolve_path, value_of
 from lib.data.db import PoseDataset, db_path, db_stem
 from lib.data.synthetic import ensure_synthetic_db
+from lib.io.safe_io import file_digest
 from lib.kinematics.tree import TREES, KinematicTree
 from lib.models.body_model import BodyModel
 from lib.models.checkpoint import load_checkpoint, load_pan_weights
@@ -88,16 +87,12 @@ def build_body_model(cfg: CfgNode, device: torch.device, dtype: torch.dtype = to
     return model.to(device)
 
 
-def _file_digest(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
-
-
 def skeleton_2_beta_cache_path(cfg: CfgNode, tree: KinematicTree, num_betas: int) -> Path:
     """Cache file of a fitted skeleton_2_beta: keyed on the body model (and kid template) files, the tree layout
     (its rows follow ``tree.bone_groups``) and the number of betas."""
-    key = _file_digest(resolve_path(cfg.DATA.BODY_MODEL))
+    key = file_digest(resolve_path(cfg.DATA.BODY_MODEL))
     if cfg.DATA.KID_TEMPLATE:
-        key += "_kid" + _file_digest(resolve_path(cfg.DATA.KID_TEMPLATE))
+        key += "_kid" + file_digest(resolve_path(cfg.DATA.KID_TEMPLATE))
     return CACHE_DIR / f"skeleton_2_beta_{tree.name}_{tree.layout_digest}_{key}_{num_betas}.npz"
 
 

@@ -31,6 +31,7 @@ from lib.core.config import changed_keys, resolve_path
 from lib.engine.build import (build_body_model, build_dataset, build_network, configure_cudnn, load_config_checkpoint,
                               random_states, seed_everything, select_device, set_random_states, tree_for)
 from lib.engine.losses import training_step
+from lib.io.safe_io import atomic_write
 from lib.models.checkpoint import load_pan_weights, save_checkpoint
 
 log = logging.getLogger("smpliks.train")
@@ -278,8 +279,6 @@ class Trainer:
                  "random_states": random_states, "shuffle_seed": int(self.sampler.seed)}
         checkpoint = save_checkpoint(self.logdir / "checkpoint.pth.tar", state)
         if improved:
-            best_path = self.logdir / "model_best.pth.tar"
-            tmp = best_path.with_suffix(".tmp")
-            shutil.copyfile(checkpoint, tmp)
-            os.replace(tmp, best_path)
+            with open(checkpoint, "rb") as source, atomic_write(self.logdir / "model_best.pth.tar") as target:
+                shutil.copyfileobj(source, target)
             (self.logdir / "best.txt").write_text(f"epoch {epoch}\nmixik_mpve_mm {score:.4f}\n")

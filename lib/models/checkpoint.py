@@ -10,34 +10,17 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from pickle import UnpicklingError
 
-import numpy as np
 import torch
 from torch import nn
 
+from lib.io.safe_io import atomic_write, torch_safe_globals
+
 DDP_PREFIX = "module."
-
-
-def _numpy_safe_globals() -> list:
-    """numpy scalars, dtypes and arrays: data only (their reconstructors run no code from the file).
-
-    The official trainer may store its score as a numpy float; pickles name the reconstructors under
-    ``numpy.core`` (numpy 1) or ``numpy._core`` (numpy 2), so both spellings are registered.
-    """
-    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
-    out: list = [np.dtype, np.ndarray]
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        out += [(multiarray.scalar, f"{module}.scalar"), (multiarray._reconstruct, f"{module}._reconstruct")]
-    # numpy >= 1.25 may pickle a dtype through its class (numpy.dtypes.Float64DType, ...)
-    dtypes = getattr(np, "dtypes", None)
-    if dtypes is not None:
-        out += [cls for cls in vars(dtypes).values() if isinstance(cls, type) and issubclass(cls, np.dtype)]
-    return out
 
 
 # Phrases of torch's weights_only unpickler when a file asks for a class or function it will not run.
@@ -71,7 +54,7 @@ def load_checkpoint(path: str | os.PathLike, hint: str = "") -> dict:
     if not file.is_file():
         raise FileNotFoundError(f"checkpoint not found: {file} {hint}".rstrip())
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
+        with torch.serialization.safe_globals(torch_safe_globals()):
             checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     except UnpicklingError as err:
         if not any(phrase in str(err) for phrase in _REFUSAL_PHRASES):
@@ -174,7 +157,7 @@ def _check_plain(obj, where: str) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """Write ``state`` with ``torch.save`` atomically: a temp file in the same directory, then ``os.replace``.
+    """Write ``state`` with ``torch.save`` atomically (``lib.io.safe_io.atomic_write``).
 
     A reader (or a crash) sees either the old file or the complete new one, never a partial write. ``state`` must be
     plain data (checked first, so the file stays loadable with ``weights_only=True``). Returns the written path.
@@ -182,19 +165,6 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     if type(state) not in (dict, OrderedDict):
         raise TypeError(f"checkpoint state must be a dict, got {type(state).__name__}")
     _check_plain(state, "state")
-    file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory, so os.replace is a rename on one filesystem; mode 'x' refuses to reuse an existing name and
-    # creates the file with the usual permissions (umask), unlike tempfile.mkstemp's 0600.
-    tmp = file.parent / f".{file.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    f = open(tmp, "xb")
-    try:
-        with f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, file)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return file
+    with atomic_write(path) as file:
+        torch.save(state, file)
+    return Path(path)

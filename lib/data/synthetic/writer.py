@@ -1,7 +1,6 @@
 """Synthetic databases in the official layout: sample, label twists, write once (with a parameter sidecar)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 from lib.data.db import SMPLX_DB_POSE_KEYS, write_db
 from lib.data.synthetic.sampler import sample_smpl_poses, sample_smplx_poses
 from lib.data.synthetic.twist_labels import compute_twist_angles
+from lib.io.safe_io import atomic_write, file_digest
 from lib.kinematics.tree import TREES
 
 SYNTHETIC_FORMAT_VERSION = 1
@@ -74,11 +74,7 @@ def _file_tag(path: Any) -> str | None:
     """'<name>:<sha1 prefix>' of a model file, so a db made on another model is regenerated; None for objects."""
     if not isinstance(path, (str, os.PathLike)) or not Path(path).is_file():
         return None
-    digest = hashlib.sha1()
-    with open(path, 'rb') as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b''):
-            digest.update(chunk)
-    return f'{Path(path).name}:{digest.hexdigest()[:12]}'
+    return f'{Path(path).name}:{file_digest(path)}'
 
 
 def _meta_path(path: Path) -> Path:
@@ -119,7 +115,6 @@ def ensure_synthetic_db(body: str, split: str, db_dir: str | os.PathLike, body_m
     db = make_synthetic_db(body, n, seed, body_model_path, split=split, kids=kids,
                            kid_template_path=kid_template_path, batch_size=batch_size, progress=progress)
     write_db(path, db, body)
-    tmp = _meta_path(path).with_name(f'.{_meta_path(path).name}.{os.getpid()}.tmp')
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, _meta_path(path))
+    with atomic_write(_meta_path(path), 'w') as sidecar:
+        sidecar.write(json.dumps(meta, indent=1))
     return path

@@ -1,0 +1,1 @@
+"""File safety: allow-listed unpickling of every format the project reads, atomic writes, file digests."""
