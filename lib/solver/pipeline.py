@@ -63,11 +63,16 @@ def check_skeleton(tree: KinematicTree, joints: Tensor, name: str = "joints") ->
     if not torch.isfinite(joints).all():
         bad = (~torch.isfinite(joints)).any(dim=-1).any(dim=0).nonzero().flatten().tolist()
         raise ValueError(f"{name} contain NaN/inf at joints {bad}; remove or fill those frames first")
-    ends = list(tree.ik_child.values())
-    bones = (joints[:, ends] - joints[:, [tree.parents[j] for j in ends]]).norm(dim=-1)
-    if bones.median() > MAX_MEDIAN_BONE_M:
-        raise ValueError(f"{name}: median bone length is {bones.median().item():.1f}; the solver expects metres "
+    median = median_bone_length(tree, joints)
+    if median > MAX_MEDIAN_BONE_M:
+        raise ValueError(f"{name}: median bone length is {median:.1f}; the solver expects metres "
                          "(divide millimetres by 1000)")
+
+
+def median_bone_length(tree: KinematicTree, joints: Tensor) -> float:
+    """Median length of the bones the IK places, over a (B, J, 3) batch, in the joints' units."""
+    ends = list(tree.ik_child.values())
+    return (joints[:, ends] - joints[:, [tree.parents[j] for j in ends]]).norm(dim=-1).median().item()
 
 
 class SkeletonSolver(torch.nn.Module):
