@@ -244,6 +244,14 @@ class BodyFit:
             chunks.append(mesh + self.translation[part, None])
         return torch.cat(chunks)
 
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        """The parameters as numpy arrays (the input's float dtype for numpy input, float32 for torch input)."""
+        return {k: v.detach().cpu().numpy() if torch.is_tensor(v) else v for k, v in self.params.items()}
+
+    def to_torch(self) -> dict[str, Tensor]:
+        """The parameters as CPU tensors, e.g. for ``smplx.SMPL(...)(**fit.to_torch())`` (float32 there)."""
+        return {k: torch.as_tensor(v).float().cpu() for k, v in self.params.items()}
+
     def vertices(self, frames=None):
         """(B', V, 3) meshes of ``frames`` (all by default), translation included, in the input's array kind."""
         return self.kind(self.vertex_tensor(frames))
