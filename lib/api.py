@@ -51,7 +51,7 @@ def _user_path(path: str | Path) -> str:
 
 def load_solver(body: str = "smpl", *, model: str | Path | None = None, checkpoint: str | Path | None = "default",
                 config: str | Path | None = None, device: str | torch.device = "cpu",
-                dtype: torch.dtype = torch.float32) -> "BodySolver":
+                dtype: torch.dtype = torch.float32) -> BodySolver:
     """A ready solver for one body model.
 
     Args:
@@ -121,7 +121,7 @@ class BodySolver:
 
     @torch.no_grad()
     def fit(self, joints, *, units: str = "auto", joint_order: str | tuple | dict = "auto", batch_size: int = 1024,
-            progress: bool = False) -> "BodyFit":
+            progress: bool = False) -> BodyFit:
         """Fit the body to skeletons.
 
         Args:
@@ -136,11 +136,11 @@ class BodySolver:
             :class:`BodyFit`, with arrays of the input's kind (numpy, or torch on the input's device).
         """
         target = self.prepare(joints, units, joint_order)
-        parts = {"betas": [], "rotmats": [], "translation": []}
+        parts = {"solved_betas": [], "rotmats": [], "translation": []}
         with tqdm(total=len(target), unit="frame", desc="fit", disable=not progress, dynamic_ncols=True) as bar:
             for chunk in target.split(batch_size):
                 solution = self.solver.solve(chunk, self.network)
-                parts["betas"].append(solution.betas)
+                parts["solved_betas"].append(solution.betas)
                 parts["rotmats"].append(solution.rotmats)
                 parts["translation"].append(solution.translation)
                 bar.update(len(chunk))
@@ -157,7 +157,7 @@ class _ArrayKind:
     device: torch.device | None = None
 
     @classmethod
-    def of(cls, joints) -> "_ArrayKind":
+    def of(cls, joints) -> _ArrayKind:
         if torch.is_tensor(joints):
             dtype = joints.dtype if joints.dtype.is_floating_point else torch.float32
             return cls(True, dtype, joints.device)
@@ -182,14 +182,15 @@ class BodyFit:
 
     owner: BodySolver
     input_joints: Tensor   # (B, J, 3) the input in the tree's slots, metres
-    betas: Tensor          # (B, K)
+    solved_betas: Tensor   # (B, K) (the parameter ``betas``, as a tensor on the body model's device)
     rotmats: Tensor        # (B, P, 3, 3) local rotations
     translation: Tensor    # (B, 3)
     kind: _ArrayKind = field(repr=False, default=None)
 
     def __post_init__(self):
         self.params = {name: self.kind(value) for name, value in self._param_tensors().items()}
-        self.fitted_joints = self.owner.body_model.posed_joints(self.rotmats, self.betas) + self.translation[:, None]
+        posed = self.owner.body_model.posed_joints(self.rotmats, self.solved_betas)
+        self.fitted_joints = posed + self.translation[:, None]
 
     def __getattr__(self, name: str):
         params = self.__dict__.get("params", {})
@@ -198,7 +199,7 @@ class BodyFit:
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     def __len__(self) -> int:
-        return len(self.betas)
+        return len(self.solved_betas)
 
     def __repr__(self) -> str:
         return f"BodyFit({self.body}, {len(self)} frames, {self.method}, params: {', '.join(self.params)})"
@@ -230,7 +231,7 @@ class BodyFit:
             start += count
         if self.owner.tree.name == "smplx":
             out["expression"] = rotvecs.new_zeros(batch, 10)
-        out["betas"] = self.betas
+        out["betas"] = self.solved_betas
         out["transl"] = self.translation
         return out
 
@@ -240,7 +241,7 @@ class BodyFit:
         index = torch.arange(len(self)) if frames is None else torch.as_tensor(frames).reshape(-1)
         chunks = []
         for part in index.split(batch_size):
-            mesh = self.owner.body_model(self.rotmats[part], self.betas[part]).vertices
+            mesh = self.owner.body_model(self.rotmats[part], self.solved_betas[part]).vertices
             chunks.append(mesh + self.translation[part, None])
         return torch.cat(chunks)
 

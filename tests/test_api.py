@@ -52,7 +52,7 @@ def test_smpl_round_trip_through_plain_smplx(smpl_solver, plain_smpl, smpl_truth
     fit = smpl_solver.fit(joints)
     assert set(fit.params) == {"global_orient", "body_pose", "betas", "transl"}
     assert fit.body_pose.shape == (12, 69) and fit.global_orient.shape == (12, 3) and fit.transl.shape == (12, 3)
-    assert isinstance(fit.body_pose, np.ndarray) and fit.body_pose.dtype == np.float64
+    assert all(isinstance(v, np.ndarray) and v.dtype == np.float64 for v in (fit.body_pose, fit.betas, fit.transl))
     with torch.no_grad():
         again = plain_smpl(**fit.to_torch()).joints[:, :24].numpy()
     error = np.linalg.norm(again - joints, axis=-1)
@@ -77,7 +77,7 @@ def test_smplx_round_trip_through_plain_smplx():
              "betas": torch.as_tensor(sample.betas[:, :10], dtype=torch.float32),
              "transl": torch.tensor([[0.5, 1.0, -2.0]]).expand(b, 3)}
     with torch.no_grad():
-        plain_joints = plain(**truth).joints  # skeleton joints 0-54 are regressor joints: the file's, as plain as it gets
+        plain_joints = plain(**truth).joints  # joints 0-54 come from the file's regressor: plain smplx as it is
         # smplx's own fingertip vertex ids belong to the licensed mesh; the open file carries its own (vid_ keys)
         plain.vertex_joint_selector = VertexJointSelector(vertex_ids=vertex_ids(SMPLX_FILE))
         joints = plain(**truth).joints

@@ -43,7 +43,7 @@ class Spy:
 
 
 def test_the_network_sees_the_canonical_skeleton(setup):
-    body, solver, plain, joints = setup
+    _, solver, plain, joints = setup
     spy = Spy()
     solution = solver.solve(joints, spy)
     assert len(spy.calls) == 1 and solution.method == "mixik"
@@ -64,7 +64,7 @@ def test_the_network_sees_the_canonical_skeleton(setup):
 
 
 def test_training_mode_feeds_the_target_and_keeps_the_betas(setup):
-    body, solver, _, joints = setup
+    _, solver, _, joints = setup
     spy = Spy()
     betas = torch.zeros(len(joints), 10, dtype=torch.float64)
     solution = solver.solve(joints, spy, betas=betas, refine=False, network_input="target", rotations=False)

@@ -13,23 +13,23 @@ from tqdm import tqdm
 from lib.api import BODY_ALIASES, UNIT_SCALE, BodyFit, load_solver
 from lib.data.user_joints import JOINT_ORDERS, read_joints, skeleton_bones
 
-MESH_FORMATS = ("obj", "ply", "npz", "none")
-MAX_MESH_FILES = 100          # longer sequences get one vertices .npz instead of a file per frame
+MESH_FORMATS = ("auto", "obj", "ply", "npz", "none")
+MAX_MESH_FILES = 100          # --mesh auto: .obj per frame up to this many frames, else one vertices .npz
 SHEET_FRAMES = 6              # frames on the contact sheet of a sequence
 WARN_MPJPE_MM = 10.0          # a frame fitting worse than this gets a warning
 WARN_BONE_SPREAD = 0.05       # relative spread of one bone's length over the sequence worth a warning
-WARN_BETA = 3.0               # |beta| beyond this is an unusual body: wrong units or joint order?
+WARN_BETA = 4.0               # |beta| beyond this is an unusual body: wrong units or joint order?
 
 EPILOG = """joint orders: {orders}, or a JSON file (a list naming every input column, e.g. a 29-joint HybrIK
 skeleton's names, or an object {{"pelvis": 0, "left_hip": 4, ...}}); 'auto' picks a built-in order by the joint count.
 SMPL-X needs the fingertips (smplx127, smplx76 or smplx65). Outputs in --out: params.npz (smplx-convention
-parameters), meshes/ (or vertices.npz for sequences over {max_files} frames), fit_report.json, render*.png."""
+parameters), meshes/ (or vertices.npz), fit_report.json, render*.png."""
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="fit.py", description="Fit SMPL / SMPL-X bodies to 3D joints (SMPL-IKS: SI, PR-C, AnalyIK, MixIK).",
-        epilog=EPILOG.format(orders=", ".join(JOINT_ORDERS), max_files=MAX_MESH_FILES))
+        epilog=EPILOG.format(orders=", ".join(JOINT_ORDERS)))
     parser.add_argument("--body", default="smpl", help="smpl or smplx (default smpl)")
     parser.add_argument("--joints", required=True, help="joints file: .npy, .npz, .json or .csv, (J, 3) or (T, J, 3)")
     parser.add_argument("--key", default=None, help="the array's name in an .npz / .json holding several")
@@ -37,7 +37,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--units", default="auto", choices=("auto", *UNIT_SCALE),
                         help="auto: metres, with mm / cm detected and named; m, cm, mm: converted")
     parser.add_argument("--out", default="fit_output", help="output directory (default ./fit_output)")
-    parser.add_argument("--mesh", default="obj", choices=MESH_FORMATS, help="mesh files per frame (default obj)")
+    parser.add_argument("--mesh", default="auto", choices=MESH_FORMATS,
+                        help=f"obj / ply: a file per frame; npz: one vertices.npz; auto (default): obj up to "
+                             f"{MAX_MESH_FILES} frames, else npz; none")
     parser.add_argument("--render", action="store_true", help="PNG pictures of the mesh with the input skeleton")
     parser.add_argument("--frames", default=None,
                         help="frames to render, e.g. 0,10,20 (one PNG each); default: a contact sheet")
@@ -123,10 +125,12 @@ def write_params(path: Path, fit: BodyFit, fps: float | None, joint_order: str) 
 
 
 def write_meshes(out_dir: Path, fit: BodyFit, fmt: str) -> Path:
-    """One mesh file per frame (trimesh), or meshes.npz (vertices (T, V, 3), faces) for long sequences / 'npz'."""
+    """One mesh file per frame (trimesh), or vertices.npz (vertices (T, V, 3) float32, faces) for 'npz'."""
     import trimesh
 
-    if fmt == "npz" or len(fit) > MAX_MESH_FILES:
+    if fmt == "auto":
+        fmt = "obj" if len(fit) <= MAX_MESH_FILES else "npz"
+    if fmt == "npz":
         path = out_dir / "vertices.npz"
         np.savez(path, vertices=fit.vertex_tensor().cpu().numpy().astype(np.float32), faces=fit.faces)
         return path
@@ -188,7 +192,8 @@ def fit_report(fit: BodyFit, joints_path: Path, args: argparse.Namespace) -> dic
     return {
         "input": str(joints_path), "body": fit.body, "method": fit.method, "frames": len(fit),
         "joint_order": args.joint_order, "units": args.units,
-        "mpjpe_mm": {"mean": float(mpjpe.mean()), "max": float(mpjpe.max()), "per_frame": mpjpe.astype(float).round(4).tolist()},
+        "mpjpe_mm": {"mean": float(mpjpe.mean()), "max": float(mpjpe.max()),
+                     "per_frame": mpjpe.astype(float).round(4).tolist()},
         "bone_length_residual_mm": {
             "mean_abs": float(np.abs(residuals).mean()), "max_abs": float(np.abs(residuals).max()),
             "per_bone_mean": {name: round(float(v), 4) for name, v in zip(bones, residuals.mean(axis=0))},

@@ -4,8 +4,8 @@ Read in this order: :mod:`shape_inverse`, :mod:`refine`, :mod:`analytic_ik`, :mo
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
