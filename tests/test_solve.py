@@ -84,3 +84,5 @@ def test_options_are_checked(setup):
     _, solver, _, joints = setup
     with pytest.raises(ValueError, match="network_input"):
         solver.solve(joints, Spy(), network_input="raw")
+    with pytest.raises(ValueError, match="must be a torch.Tensor.*got ndarray"):
+        solver.solve(joints.numpy())

@@ -56,7 +56,10 @@ def canonical_skeleton(tree: KinematicTree, posed_joints: PosedJointFn, rotmats:
 
 
 def check_skeleton(tree: KinematicTree, joints: Tensor, name: str = "joints") -> None:
-    """One clear error for the usual ways a skeleton goes wrong (shape, NaN, units)."""
+    """One clear error for the usual ways a skeleton goes wrong (type, shape, NaN, units)."""
+    if not torch.is_tensor(joints):
+        raise ValueError(f"{name} must be a torch.Tensor (B, {tree.num_joints}, 3), got {type(joints).__name__}; "
+                         "convert with torch.as_tensor, or use lib.api.load_solver, whose fit() takes numpy too")
     if joints.ndim != 3 or joints.shape[1:] != (tree.num_joints, 3):
         raise ValueError(f"{name} must have shape (B, {tree.num_joints}, 3) for the {tree.name} skeleton, "
                          f"got {tuple(joints.shape)}")
