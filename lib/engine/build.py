@@ -127,7 +127,8 @@ def build_solver(cfg: CfgNode, body_model: BodyModel) -> SkeletonSolver:
     zero = body_model.rest_joints(torch.zeros(1, body_model.num_betas, dtype=body_model.dtype,
                                               device=body_model.device))[0]
     shape_inverse = ShapeInverse(tree, matrix, zero.double()).to(body_model.device)
-    return SkeletonSolver(tree, body_model.rest_joints, shape_inverse, cfg.MODEL.PR_VARIANT)
+    return SkeletonSolver(tree, body_model.rest_joints, shape_inverse, cfg.MODEL.PR_VARIANT,
+                          posed_joints=body_model.posed_joints)
 
 
 def checkpoint_hint(cfg: CfgNode, config_key: str) -> str:

@@ -2,10 +2,10 @@
 
 Per batch, without gradients:
 1. ground truth from the db pose and betas (global orientation kept): joints p (root-relative) and vertices;
-2. Shape Inverse -> betas_hat, rest joints t; PR-C -> q; AnalyIK on (t, q);
-3. oracle: MixIK with the db's ground-truth twists (on p or q, ``ORACLE_TARGET``);
-4. MixIK: the network sees the canonical skeleton (AnalyIK's pose with the root rotation set to zero, joints
-   root-relative) and betas_hat; its twists drive MixIK on (t, q).
+2. ``SkeletonSolver.solve``: Shape Inverse -> betas_hat, rest joints t; PR-C -> q; AnalyIK on (t, q); with a
+   network, MixIK: the network sees the canonical skeleton (AnalyIK's pose with the root rotation set to zero,
+   joints root-relative) and betas_hat; its twists drive MixIK on (t, q);
+3. oracle: MixIK with the db's ground-truth twists (on p or q, ``ORACLE_ON_REFINED``).
 Metrics are per-sample means (the reference averaged batch means, over-weighting the last batch).
 """
 from __future__ import annotations
@@ -19,19 +19,11 @@ from tqdm import tqdm
 
 from lib.engine.metrics import MeanMeter, mpbe, mpjpe, mpve
 from lib.kinematics.skeleton import root_relative
-from lib.kinematics.tree import KinematicTree
 from lib.models.body_model import BodyModel
 from lib.solver.pipeline import SkeletonSolver
 from lib.solver.twist import part_phis
 
 METHODS = ("analyik", "mixik", "oracle")
-
-
-def canonical_skeleton(tree: KinematicTree, body_model: BodyModel, rotmats: Tensor, betas: Tensor) -> Tensor:
-    """Joints of a pose with its root rotation set to zero, root-relative: the network's input (B, J, 3)."""
-    rotmats = rotmats.clone()
-    rotmats[:, tree.root] = torch.eye(3, dtype=rotmats.dtype, device=rotmats.device)
-    return root_relative(tree, body_model.posed_joints(rotmats, betas))
 
 
 @torch.no_grad()
@@ -41,16 +33,14 @@ def evaluate_batch(body_model: BodyModel, solver: SkeletonSolver, batch: dict, n
     tree = solver.tree
     truth = body_model(batch["pose"], batch["betas"])
     target = root_relative(tree, truth.joints)
-    solution = solver.analytic(target)
+    solution = solver.solve(target, network)  # the network (if any) reads the canonical AnalyIK skeleton
 
-    rotations = {"analyik": solution.rotmats}
+    rotations = {"analyik": solution.analytic_rotmats}
     oracle_target = solution.refined if oracle_on_refined else target
     rotations["oracle"] = solver.twist_solve(solution, oracle_target,
                                              part_phis(tree, batch["twist_angle"])).rotmats
     if network is not None:
-        canonical = canonical_skeleton(tree, body_model, solution.rotmats, solution.betas)
-        phis = network(canonical, solution.betas)  # the network reads the first 10 betas
-        rotations["mixik"] = solver.twist_solve(solution, solution.refined, phis).rotmats
+        rotations["mixik"] = solution.rotmats
 
     out = {"mpbe": mpbe(tree, target, solution.rest)}
     for method, rotmats in rotations.items():

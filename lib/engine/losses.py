@@ -1,7 +1,8 @@
 """The training step's forward pass and losses (METHOD.md section 8), shared by training and validation.
 
 Training never runs Shape Inverse or PR-C: the body is known (ground-truth betas), the root rotation is zeroed and
-the network sees the ground-truth joints. MixIK's mesh is compared with the ground-truth mesh. With VERT_W = 0 and
+the network sees the ground-truth joints (``SkeletonSolver.solve`` with the betas given, ``refine=False`` and
+``network_input='target'``). MixIK's mesh is compared with the ground-truth mesh. With VERT_W = 0 and
 THETA_W = 0 (a cheap pre-training stage) no mesh and no IK are computed at all.
 """
 from __future__ import annotations
@@ -13,11 +14,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lib.engine.metrics import mpve
-from lib.kinematics.skeleton import root_relative
 from lib.kinematics.tree import KinematicTree
 from lib.models.body_model import BodyModel
-from lib.solver.analytic_ik import solve_rotations
-from lib.solver.twist import part_phis, phi_per_joint
+from lib.solver.pipeline import SkeletonSolver
+from lib.solver.twist import part_phis
 
 
 @dataclass
@@ -40,27 +40,26 @@ def training_step(tree: KinematicTree, body_model: BodyModel, network, batch: di
     """Ground truth -> network twists -> MixIK -> mesh; losses PHI / THETA / VERT weighted by ``weights``."""
     betas = batch["betas"]
     pose = root_zeroed(batch["pose"])
-    rest = body_model.rest_joints(betas)
     if with_analyik or weights.get("vert", 0.0) > 0:
         truth = body_model(pose, betas)
         posed = truth.joints
     else:  # the twist loss alone needs joints only: no mesh
         truth, posed = None, body_model.posed_joints(pose, betas)
-    rest, target = root_relative(tree, rest), root_relative(tree, posed)
+    needs_ik = truth is not None or weights.get("theta", 0.0) > 0
+    solver = SkeletonSolver(tree, body_model.rest_joints, None, posed_joints=body_model.posed_joints)
+    # the known body: no Shape Inverse, no PR-C; the network reads the ground-truth joints
+    solution = solver.solve(posed, network, betas=betas, refine=False, network_input="target", rotations=needs_ik)
 
     phi_true = part_phis(tree, batch["twist_angle"])
-    phi_pred = network(target, betas)  # the network reads the first 10 betas
-    terms = {"phi": sum(F.mse_loss(pred, true) for pred, true in zip(phi_pred, phi_true))}
+    terms = {"phi": sum(F.mse_loss(pred, true) for pred, true in zip(solution.phis, phi_true))}
     mixik_mpve = None
-    if truth is not None or weights.get("theta", 0.0) > 0:
-        rotmats = solve_rotations(tree, rest, target, phi_per_joint(tree, phi_pred))
     if weights.get("theta", 0.0) > 0:
         with torch.no_grad():
-            oracle = solve_rotations(tree, rest, target, phi_per_joint(tree, phi_true))
-        terms["theta"] = sum(F.mse_loss(rotmats[:, list(p.twist_joints)], oracle[:, list(p.twist_joints)])
+            oracle = solver.twist_solve(solution, solution.refined, phi_true).rotmats
+        terms["theta"] = sum(F.mse_loss(solution.rotmats[:, list(p.twist_joints)], oracle[:, list(p.twist_joints)])
                              for p in tree.parts)
     if truth is not None:
-        vertex_error = (body_model(rotmats, betas).vertices - truth.vertices).norm(dim=-1)
+        vertex_error = (body_model(solution.rotmats, betas).vertices - truth.vertices).norm(dim=-1)
         terms["vert"] = vertex_error.mean()
         mixik_mpve = vertex_error.detach().mean(dim=1) * 1000.0
     loss = sum(weights.get(name, 0.0) * value for name, value in terms.items())
@@ -68,6 +67,6 @@ def training_step(tree: KinematicTree, body_model: BodyModel, network, batch: di
     analyik = None
     if with_analyik:
         with torch.no_grad():
-            analytic = body_model(solve_rotations(tree, rest, target), betas).vertices
+            analytic = body_model(solution.analytic_rotmats, betas).vertices
             analyik = mpve(analytic, truth.vertices)
     return StepOutput(loss, terms, mixik_mpve, analyik)

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field, fields, is_dataclass
 from functools import cached_property
 
+from smplx.joint_names import JOINT_NAMES as SMPLX_OUTPUT_NAMES  # smplx's 127 SMPL-X output joints (+ face)
+
 NO_PARENT = -1
 
 
@@ -86,6 +88,9 @@ class KinematicTree:
         metric_joints: joints the MPJPE is taken over.
         parts: the Part-aware Network's parts, in checkpoint order.
         hands: per hand, its 21 slots in local order (wrist, thumb, index, middle, ring, pinky; 4 each).
+        joint_names: one name per slot (smplx's names), for users' joint orders.
+        pose_groups: the smplx package's pose parameters as (name, number of pose joints), in pose-joint order
+            (e.g. ('global_orient', 1), ('body_pose', 23) for SMPL).
     """
 
     name: str
@@ -99,6 +104,8 @@ class KinematicTree:
     parts: tuple[Part, ...]
     relative_joints: frozenset[int] = field(default_factory=frozenset)
     hands: tuple[tuple[int, ...], ...] = ()
+    joint_names: tuple[str, ...] = ()
+    pose_groups: tuple[tuple[str, int], ...] = ()
 
     @property
     def num_joints(self) -> int:
@@ -184,6 +191,10 @@ class KinematicTree:
         for spec in self.two_direction:
             if not set(spec.primary + spec.secondary) <= set(self.children.get(spec.joint, ())):
                 raise ValueError(f"{self.name}: two-direction joint {spec.joint} must use its own children")
+        if self.joint_names and len(self.joint_names) != self.num_joints:
+            raise ValueError(f"{self.name}: {len(self.joint_names)} joint names for {self.num_joints} slots")
+        if self.pose_groups and sum(n for _, n in self.pose_groups) != self.num_pose_joints:
+            raise ValueError(f"{self.name}: pose_groups must cover the {self.num_pose_joints} pose joints")
         for part in self.parts:
             for j in part.twist_joints:
                 if j not in self.ik_child:
@@ -228,6 +239,8 @@ SMPL_TREE = KinematicTree(
     metric_joints=tuple(range(24)),
     parts=(_LEG, _SPINE, Part("arm", (9, 12, 13, 14, 16, 17, 18, 19, 20, 21, 22, 23),
                                 (13, 16, 18, 20, 14, 17, 19, 21))),
+    joint_names=SMPL_JOINT_NAMES,
+    pose_groups=(("global_orient", 1), ("body_pose", 23)),
 )
 
 # --------------------------------------------------------------------------------------------------------- SMPL-X
@@ -267,6 +280,9 @@ def _smplx_parents() -> tuple[int, ...]:
     return tuple(parents)
 
 
+# The 76 slots are the first 76 of smplx's 127 output joints (55 skeleton joints, 11 face / foot landmarks, fingertips).
+SMPLX_JOINT_NAMES = tuple(SMPLX_OUTPUT_NAMES[:76])
+
 SMPLX_TREE = KinematicTree(
     name="smplx",
     parents=_smplx_parents(),
@@ -285,6 +301,9 @@ SMPLX_TREE = KinematicTree(
            Part("rhand", _R_HAND, _R_TWISTS)),
     relative_joints=frozenset(range(25, 55)),
     hands=(_L_HAND, _R_HAND),
+    joint_names=SMPLX_JOINT_NAMES,
+    pose_groups=(("global_orient", 1), ("body_pose", 21), ("jaw_pose", 1), ("leye_pose", 1), ("reye_pose", 1),
+                 ("left_hand_pose", 15), ("right_hand_pose", 15)),
 )
 
 TREES = {"smpl": SMPL_TREE, "smplx": SMPLX_TREE}

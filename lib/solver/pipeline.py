@@ -4,6 +4,7 @@ Read in this order: :mod:`shape_inverse`, :mod:`refine`, :mod:`analytic_ik`, :mo
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -24,59 +25,134 @@ MAX_MEDIAN_BONE_M = 1.0
 class Solution:
     """What the solver found for a batch of skeletons."""
 
-    betas: Tensor      # (B, K) shape from Shape Inverse
+    betas: Tensor      # (B, K) shape from Shape Inverse (or the betas given)
     rest: Tensor       # (B, J, 3) root-relative rest joints of that shape
-    refined: Tensor    # (B, J, 3) root-relative targets with the rest bone lengths (PR-C)
-    rotmats: Tensor    # (B, P, 3, 3) local rotations (AnalyIK, or MixIK when twists were given)
+    refined: Tensor    # (B, J, 3) root-relative targets with the rest bone lengths (PR-C; the input without it)
+    rotmats: Tensor | None  # (B, P, 3, 3) local rotations of ``method`` (None when only twists were asked for)
+    translation: Tensor | None = None   # (B, 3) body-model translation putting its root joint where the input's was
+    method: str = "analyik"             # 'analyik', or 'mixik' when a network's twists drove the IK
+    analytic_rotmats: Tensor | None = None  # (B, P, 3, 3) AnalyIK's rotations (the same as rotmats for 'analyik')
+    phis: list[Tensor] | None = None    # the network's (cos, sin) per part, list of (B, n_part, 2) (MixIK only)
+
+
+# What the network reads (METHOD.md sections 8 and 12): evaluation feeds the canonical AnalyIK skeleton, training
+# the (ground-truth) input joints.
+NETWORK_INPUTS = ("canonical", "target")
+
+# Callables the solver gets from the body model: it opens no file itself.
+RestJointFn = Callable[[Tensor], Tensor]             # betas (B, K) -> rest joints (B, J, 3)
+PosedJointFn = Callable[[Tensor, Tensor], Tensor]    # rotmats (B, P, 3, 3), betas (B, K) -> posed joints (B, J, 3)
+TwistNetwork = Callable[[Tensor, Tensor], list]      # joints (B, J, 3), betas (B, K) -> list of (B, n_part, 2)
+
+
+def canonical_skeleton(tree: KinematicTree, posed_joints: PosedJointFn, rotmats: Tensor, betas: Tensor) -> Tensor:
+    """Joints of a pose with its root rotation set to zero, root-relative: the network's input (B, J, 3).
+
+    ``posed_joints`` is the body model's (vertex-based joints such as SMPL-X fingertips included).
+    """
+    rotmats = rotmats.clone()
+    rotmats[:, tree.root] = torch.eye(3, dtype=rotmats.dtype, device=rotmats.device)
+    return root_relative(tree, posed_joints(rotmats, betas))
 
 
 def check_skeleton(tree: KinematicTree, joints: Tensor, name: str = "joints") -> None:
-    """One clear error for the usual ways a skeleton goes wrong (shape, NaN, units)."""
+    """One clear error for the usual ways a skeleton goes wrong (type, shape, NaN, units)."""
+    if not torch.is_tensor(joints):
+        raise ValueError(f"{name} must be a torch.Tensor (B, {tree.num_joints}, 3), got {type(joints).__name__}; "
+                         "convert with torch.as_tensor, or use lib.api.load_solver, whose fit() takes numpy too")
     if joints.ndim != 3 or joints.shape[1:] != (tree.num_joints, 3):
         raise ValueError(f"{name} must have shape (B, {tree.num_joints}, 3) for the {tree.name} skeleton, "
                          f"got {tuple(joints.shape)}")
     if not torch.isfinite(joints).all():
         bad = (~torch.isfinite(joints)).any(dim=-1).any(dim=0).nonzero().flatten().tolist()
         raise ValueError(f"{name} contain NaN/inf at joints {bad}; remove or fill those frames first")
-    ends = list(tree.ik_child.values())
-    bones = (joints[:, ends] - joints[:, [tree.parents[j] for j in ends]]).norm(dim=-1)
-    if bones.median() > MAX_MEDIAN_BONE_M:
-        raise ValueError(f"{name}: median bone length is {bones.median().item():.1f}; the solver expects metres "
+    median = median_bone_length(tree, joints)
+    if median > MAX_MEDIAN_BONE_M:
+        raise ValueError(f"{name}: median bone length is {median:.1f}; the solver expects metres "
                          "(divide millimetres by 1000)")
 
 
+def median_bone_length(tree: KinematicTree, joints: Tensor) -> float:
+    """Median length of the bones the IK places, over a (B, J, 3) batch, in the joints' units."""
+    ends = list(tree.ik_child.values())
+    return (joints[:, ends] - joints[:, [tree.parents[j] for j in ends]]).norm(dim=-1).median().item()
+
+
 class SkeletonSolver(torch.nn.Module):
-    """Skeleton (B, J, 3) in metres -> betas and local rotations, for one body model and its tree.
+    """Skeleton (B, J, 3) in metres -> betas, local rotations and translation, for one body model and its tree.
 
     Args:
         tree: the body model's kinematic tree.
-        rest_joints: callable betas (B, K) -> rest joints (B, J, 3) (``BodyModel.rest_joints``: a linear map).
-        shape_inverse: bone lengths -> betas.
+        rest_joints: betas (B, K) -> rest joints (B, J, 3) (``BodyModel.rest_joints``: a linear map).
+        shape_inverse: bone lengths -> betas (None: betas must be given to :meth:`solve`).
         pr_variant: 'v1', 'v2' or 'none' (METHOD.md section 3).
+        posed_joints: rotmats, betas -> posed joints (``BodyModel.posed_joints``); needed for the canonical
+            skeleton a network reads in :meth:`solve`.
     """
 
-    def __init__(self, tree: KinematicTree, rest_joints, shape_inverse: ShapeInverse, pr_variant: str = "v1"):
+    def __init__(self, tree: KinematicTree, rest_joints: RestJointFn, shape_inverse: ShapeInverse | None,
+                 pr_variant: str = "v1", posed_joints: PosedJointFn | None = None):
         super().__init__()
         self.tree = tree
         self.rest_joints = rest_joints
         self.shape_inverse = shape_inverse
         self.pr_variant = pr_variant
+        self.posed_joints = posed_joints
 
     def rest_skeleton(self, betas: Tensor) -> Tensor:
         return root_relative(self.tree, self.rest_joints(betas))
 
-    def analytic(self, joints: Tensor) -> Solution:
-        """Shape Inverse, PR-C and AnalyIK (twist removed)."""
+    def solve(self, joints: Tensor, network: TwistNetwork | None = None, *, betas: Tensor | None = None,
+              refine: bool = True, network_input: str = "canonical", rotations: bool = True) -> Solution:
+        """The whole method: SI -> PR-C -> AnalyIK -> canonical skeleton -> network -> MixIK.
+
+        Args:
+            joints: (B, J, 3) skeletons in metres, any origin (the translation is returned).
+            network: (joints (B, J, 3), betas (B, K)) -> per-part (cos, sin) twists, e.g. a
+                :class:`~lib.models.pan.PartAwareNetwork`; None = AnalyIK only.
+            betas: (B, K) known shape: Shape Inverse is skipped (training).
+            refine: False skips PR-C: the input joints are the IK targets as given (training).
+            network_input: 'canonical': AnalyIK's pose with its root rotation zeroed, root-relative (evaluation,
+                METHOD.md section 9); 'target': the root-relative input joints (training, section 8).
+            rotations: False returns the network's twists only, no IK (training on the twist loss alone).
+        Returns:
+            A :class:`Solution`; ``rotmats`` are MixIK's with a network, AnalyIK's without.
+        """
+        if network_input not in NETWORK_INPUTS:
+            raise ValueError(f"network_input={network_input!r}: use one of {NETWORK_INPUTS}")
         check_skeleton(self.tree, joints)
-        joints = root_relative(self.tree, joints)
-        betas = self.shape_inverse(joints)
-        rest = self.rest_skeleton(betas)
-        refined = refine_bone_lengths(self.tree, rest, joints, self.pr_variant)
-        return Solution(betas, rest, refined, solve_rotations(self.tree, rest, refined))
+        root = self.tree.root
+        target = root_relative(self.tree, joints)
+        if betas is None:
+            if self.shape_inverse is None:
+                raise ValueError("this solver has no Shape Inverse: pass the betas")
+            betas = self.shape_inverse(target)
+        rest_absolute = self.rest_joints(betas)
+        rest = root_relative(self.tree, rest_absolute)
+        translation = joints[:, root] - rest_absolute[:, root]
+        refined = refine_bone_lengths(self.tree, rest, target, self.pr_variant) if refine else target
+        analytic = solve_rotations(self.tree, rest, refined) if rotations else None
+        if network is None:
+            return Solution(betas, rest, refined, analytic, translation, "analyik", analytic)
+
+        if network_input == "canonical":
+            if self.posed_joints is None or analytic is None:
+                raise ValueError("the canonical network input needs the solver's posed_joints and rotations=True")
+            seen = canonical_skeleton(self.tree, self.posed_joints, analytic, betas)
+        else:
+            seen = refined
+        phis = network(seen, betas)  # the network reads the first 10 betas
+        mixik = solve_rotations(self.tree, rest, refined, phi_per_joint(self.tree, phis)) if rotations else None
+        return Solution(betas, rest, refined, mixik, translation, "mixik", analytic, phis)
+
+    def analytic(self, joints: Tensor) -> Solution:
+        """Shape Inverse, PR-C and AnalyIK (twist removed): :meth:`solve` without a network."""
+        return self.solve(joints)
 
     def twist_solve(self, solution: Solution, target: Tensor, part_phis: list[Tensor]) -> Solution:
-        """MixIK on ``target`` (B, J, 3) with per-part (cos, sin) twists (list of (B, n_part, 2))."""
+        """MixIK on ``target`` (B, J, 3) with per-part (cos, sin) twists (list of (B, n_part, 2)), e.g. the oracle's."""
         target = root_relative(self.tree, target)
         phi = phi_per_joint(self.tree, part_phis)
         rotmats = solve_rotations(self.tree, solution.rest, target, phi)
-        return Solution(solution.betas, solution.rest, solution.refined, rotmats)
+        return Solution(solution.betas, solution.rest, solution.refined, rotmats, solution.translation, "mixik",
+                        solution.analytic_rotmats, part_phis)
