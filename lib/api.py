@@ -76,7 +76,7 @@ def load_solver(body: str = "smpl", *, model: str | Path | None = None, checkpoi
     device = torch.device(device)
     body_model = build_body_model(cfg, device, dtype=dtype)
     solver = build_solver(cfg, body_model)
-    network = build_network(cfg, device, cfg.MODEL.PRETRAINED).eval() if cfg.MODEL.PRETRAINED else None
+    network = build_network(cfg, device, "MODEL.PRETRAINED").eval() if cfg.MODEL.PRETRAINED else None
     return BodySolver(cfg, body_model, solver, network)
 
 
@@ -225,10 +225,8 @@ class BodyFit:
     def _param_tensors(self) -> dict[str, Tensor]:
         rotvecs = roma.rotmat_to_rotvec(self.rotmats)   # (B, P, 3); roma is exact near pi
         batch = len(rotvecs)
-        out, start = {}, 0
-        for name, count in self.owner.tree.pose_groups:
-            out[name] = rotvecs[:, start:start + count].reshape(batch, 3 * count)
-            start += count
+        out = {group.name: rotvecs[:, group.slots].reshape(batch, 3 * group.size)
+               for group in self.owner.tree.pose_groups}
         if self.owner.tree.name == "smplx":
             out["expression"] = rotvecs.new_zeros(batch, 10)
         out["betas"] = self.solved_betas

@@ -89,8 +89,6 @@ class KinematicTree:
         parts: the Part-aware Network's parts, in checkpoint order.
         hands: per hand, its 21 slots in local order (wrist, thumb, index, middle, ring, pinky; 4 each).
         joint_names: one name per slot (smplx's names), for users' joint orders.
-        pose_groups: the smplx package's pose parameters as (name, number of pose joints), in pose-joint order
-            (e.g. ('global_orient', 1), ('body_pose', 23) for SMPL).
     """
 
     name: str
@@ -105,7 +103,6 @@ class KinematicTree:
     relative_joints: frozenset[int] = field(default_factory=frozenset)
     hands: tuple[tuple[int, ...], ...] = ()
     joint_names: tuple[str, ...] = ()
-    pose_groups: tuple[tuple[str, int], ...] = ()
 
     @property
     def num_joints(self) -> int:
@@ -193,8 +190,6 @@ class KinematicTree:
                 raise ValueError(f"{self.name}: two-direction joint {spec.joint} must use its own children")
         if self.joint_names and len(self.joint_names) != self.num_joints:
             raise ValueError(f"{self.name}: {len(self.joint_names)} joint names for {self.num_joints} slots")
-        if self.pose_groups and sum(n for _, n in self.pose_groups) != self.num_pose_joints:
-            raise ValueError(f"{self.name}: pose_groups must cover the {self.num_pose_joints} pose joints")
         for part in self.parts:
             for j in part.twist_joints:
                 if j not in self.ik_child:
@@ -240,7 +235,6 @@ SMPL_TREE = KinematicTree(
     parts=(_LEG, _SPINE, Part("arm", (9, 12, 13, 14, 16, 17, 18, 19, 20, 21, 22, 23),
                                 (13, 16, 18, 20, 14, 17, 19, 21))),
     joint_names=SMPL_JOINT_NAMES,
-    pose_groups=(("global_orient", 1), ("body_pose", 23)),
 )
 
 # --------------------------------------------------------------------------------------------------------- SMPL-X
@@ -302,8 +296,6 @@ SMPLX_TREE = KinematicTree(
     relative_joints=frozenset(range(25, 55)),
     hands=(_L_HAND, _R_HAND),
     joint_names=SMPLX_JOINT_NAMES,
-    pose_groups=(("global_orient", 1), ("body_pose", 21), ("jaw_pose", 1), ("leye_pose", 1), ("reye_pose", 1),
-                 ("left_hand_pose", 15), ("right_hand_pose", 15)),
 )
 
 TREES = {"smpl": SMPL_TREE, "smplx": SMPLX_TREE}
