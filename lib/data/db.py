@@ -37,7 +37,8 @@ __all__ = ['DB_NAMES', 'UnsafeDatabaseError', 'DatabaseFormatError', 'db_stem', 
            'NUM_POSE_JOINTS']
 
 # Config dataset names (TRAIN.DATASET_EVAL / TRAIN.DATASETS_3D) -> file stem.
-DB_NAMES = {'SYNTHETIC': 'synthetic', 'AMASS': 'amass', 'ThreeDPW': '3dpw', 'AGORA': 'agora', 'MOTIONX': 'motionx'}
+DB_NAMES = {'SYNTHETIC': 'synthetic', 'BANDAI': 'bandai', 'AMASS': 'amass', 'ThreeDPW': '3dpw', 'AGORA': 'agora',
+            'MOTIONX': 'motionx'}
 # Other spellings found in the official download: the AMASS test file and the SMPL-X db directory.
 _ALT_FILES = {'amass': ('amss',)}
 _ALT_DIRS = {'smplxiks_db': 'smpxliks_db', 'smpxliks_db': 'smplxiks_db'}
