@@ -46,7 +46,8 @@ NUM_POSE_JOINTS = {name: tree.num_pose_joints for name, tree in TREES.items()}
 _OFFICIAL_SOURCE = ('the official SMPL-IKS databases (amass, 3dpw, agora for SMPL; amass, motionx, agora for '
                     'SMPL-X) come from the download linked on the SMPL-IKS project page (data/smpl/smpliks_db, '
                     'data/smplx/smplxiks_db); SYNTHETIC databases are generated automatically on first use '
-                    '(or with tools/make_synthetic_db.py)')
+                    '(or with tools/make_synthetic_db.py); BANDAI databases are built from the public Bandai Namco '
+                    'Research Motion Dataset with tools/make_motion_db.py (docs/motion_data.md)')
 
 
 class UnsafeDatabaseError(ValueError):
