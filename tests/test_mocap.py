@@ -264,3 +264,19 @@ def test_make_motion_db_tool_splits_whole_recordings(tmp_path):
     assert list(set(test['vid_name'])) == ['a_walk_feminine_001.bvh'] and len(test['theta']) == 3  # 30 Hz -> 10
     run, walk = (train['beta'][train['vid_name'] == name] for name in ('a_run_normal_002.bvh', 'a_walk_normal_001.bvh'))
     assert np.all(run == run[0]) and np.all(walk == walk[0]) and not np.allclose(run[0], walk[0])  # one per recording
+
+
+def test_make_motion_db_tool_names_a_bad_file_and_its_line(tmp_path):
+    from tools.make_motion_db import main
+
+    rng, rest, frame_rot, local, root_pos = _scene(frames=3)
+    src = tmp_path / 'src'
+    src.mkdir()
+    _write_bvh(src / 'broken_take.bvh', rest, frame_rot, local, root_pos)
+    text = (src / 'broken_take.bvh').read_text().splitlines()
+    text[-1] = ' '.join(text[-1].split()[:-1])   # the last frame misses a value
+    (src / 'broken_take.bvh').write_text('\n'.join(text) + '\n')
+    (tmp_path / 'map.yaml').write_text(yaml.safe_dump(_joint_map(rest, frame_rot, rng)))
+    with pytest.raises(SystemExit, match=rf'broken_take\.bvh, line {len(text)}: frame 2 has'):
+        main(['--source', str(src), '--joint-map', str(tmp_path / 'map.yaml'), '--body', 'smpl',
+              '--out', str(tmp_path / 'db')])

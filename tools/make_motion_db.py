@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         model = BodyModel.from_file(model_path, model_type=body, dtype=torch.float64)
         with torch.no_grad():
             rest = model.rest_joints(torch.zeros(1, model.num_betas, dtype=model.dtype))[0].numpy()
-        target = RetargetTarget.from_rest(TREES[body], SMPL_JOINT_NAMES, rest)
+        body_names = SMPL_JOINT_NAMES[:TREES[body].pose_slots('body_pose').stop]   # SMPL-X: no SMPL hand joints
+        target = RetargetTarget.from_rest(TREES[body], body_names, rest)
         recordings = [(str(p.relative_to(source)), local)
                       for p, local in _retarget_files(files, joint_map, target, fps, args.unit)]
         out = _resolve(args.out or DEFAULT_DB_DIRS[body])

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import roma
+import torch
 
 __all__ = ['BvhError', 'BvhSkeleton', 'read_bvh', 'parse_bvh', 'forward_kinematics', 'JointMapError', 'JointMap',
            'load_joint_map', 'RetargetTarget', 'rest_alignment', 'retarget', 'detect_unit_scale', 'UNIT_SCALE']
@@ -238,14 +240,15 @@ def forward_kinematics(skeleton: BvhSkeleton, motion: np.ndarray) -> tuple[np.nd
 
 
 def detect_unit_scale(skeleton: BvhSkeleton) -> tuple[str, float]:
-    """Guess the file's length unit from the summed bone lengths of its longest root-to-leaf chain plus the
-    longest other one (about a body height, 1.5-2 m): returns (unit name, metres per unit)."""
+    """Guess the file's length unit from the longest root-to-leaf chain of offsets (0.4-4 m for a human body,
+    whatever the root offset): the first of m, cm, mm that fits; returns (unit name, metres per unit). Inches read
+    as centimetres would fit as well: such files need an explicit unit."""
     lengths = np.linalg.norm(skeleton.offsets, axis=1)
     reach = np.zeros(len(lengths))
     for j, p in enumerate(skeleton.parents):
         reach[j] = lengths[j] + (reach[p] if p >= 0 else 0.0)
     size = float(reach.max())
-    for unit, scale in (('m', 1.0), ('cm', 0.01), ('mm', 0.001), ('inch', 0.0254)):
+    for unit, scale in (('m', 1.0), ('cm', 0.01), ('mm', 0.001)):
         if 0.4 <= size * scale <= 4.0:
             return unit, scale
     raise ValueError(f'cannot tell the unit of a skeleton {size:g} units tall; pass --unit (m, cm, mm, inch)')
@@ -347,7 +350,8 @@ class RetargetTarget:
 
     @classmethod
     def from_rest(cls, tree, names: Sequence[str], rest_joints: np.ndarray) -> RetargetTarget:
-        """For a KinematicTree: its pose slots named by ``names`` (the first P names; longer lists are cut)."""
+        """For a KinematicTree: its pose slots, the first ``len(names)`` of them named by ``names`` (the rest get
+        placeholder names, so they can never be mapped)."""
         p = tree.num_pose_joints
         names = tuple(names[:p]) + tuple(f'slot{k}' for k in range(len(names), p))
         return cls(names, tuple(tree.parents[:p]), np.asarray(rest_joints, dtype=np.float64)[:p])
@@ -408,10 +412,7 @@ def rest_alignment(skeleton: BvhSkeleton, joint: MappedJoint, target: RetargetTa
 
 
 def _slerp_identity(rot: np.ndarray, t: float) -> np.ndarray:
-    """(F, 3, 3) R -> R^t (same axis, angle scaled), via Rodrigues."""
-    import roma
-    import torch
-
+    """(F, 3, 3) R -> R^t (same axis, angle scaled)."""
     rv = roma.rotmat_to_rotvec(torch.as_tensor(rot, dtype=torch.float64)) * t
     return roma.rotvec_to_rotmat(rv).numpy()
 
