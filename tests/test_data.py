@@ -23,9 +23,9 @@ from lib.data.synthetic import writer as syn_writer  # noqa: E402
 from lib.data.synthetic.limits import SMPL_TABLE  # noqa: E402
 from lib.data.db import (DatabaseFormatError, PoseDataset, UnsafeDatabaseError, db_path, load_db,  # noqa: E402
                          safe_joblib_load, validate_db, window_starts, write_db)
+from lib.kinematics.rotations import swing  # noqa: E402
 from lib.kinematics.tree import SMPL_TREE, SMPLX_TREE  # noqa: E402
 from lib.models.body_model import VERTEX_JOINT_NAMES, BodyModel  # noqa: E402
-from lib.kinematics.rotations import swing  # noqa: E402
 from lib.solver.twist import twist_angles  # noqa: E402
 
 SMPL = {j.name: i for i, j in enumerate(syn.SMPL_LIMITS)}
