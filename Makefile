@@ -18,10 +18,17 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# Both tables on the synthetic test sets (generated on first use, seeded) with the shipped open checkpoints.
+# Both tables on the synthetic test sets (generated on first use, seeded) with the shipped open checkpoints, then on
+# the real-motion BANDAI test sets when they have been built (docs/motion_data.md).
 eval: $(VENV)/.installed
 	$(PY) eval_smpl.py --cfg configs/smpl/open_eval.yaml
 	$(PY) eval_smplx.py --cfg configs/smplx/open_eval.yaml
+	@if [ -f data/open/smpl/db/bandai_test_db.pt ] && [ -f data/open/smplx/db/bandai_test_db.pt ]; then \
+		$(PY) eval_smpl.py --cfg configs/smpl/open_eval.yaml TRAIN.DATASET_EVAL BANDAI && \
+		$(PY) eval_smplx.py --cfg configs/smplx/open_eval.yaml TRAIN.DATASET_EVAL BANDAI; \
+	else \
+		echo "Real-motion tables (BANDAI) skipped: git clone https://github.com/BandaiNamcoResearchInc/Bandai-Namco-Research-Motiondataset, then $(PY) tools/make_motion_db.py --source Bandai-Namco-Research-Motiondataset/dataset (docs/motion_data.md)"; \
+	fi
 
 # The linter and the format check first (seconds), then the test suite.
 test: lint

@@ -38,7 +38,7 @@ _C.DATA.SYNTHETIC_TRAIN_SIZE = 100000  # samples in a generated synthetic train 
 _C.DATA.SYNTHETIC_TEST_SIZE = 10000    # samples in a generated synthetic test db
 
 _C.TRAIN = CN()
-_C.TRAIN.DATASETS_3D = ["SYNTHETIC"]  # training databases (SYNTHETIC, AMASS, ThreeDPW, AGORA, MOTIONX)
+_C.TRAIN.DATASETS_3D = ["SYNTHETIC"]  # training databases (SYNTHETIC, BANDAI, AMASS, ThreeDPW, AGORA, MOTIONX)
 _C.TRAIN.DATASET_EVAL = "SYNTHETIC"   # database for validation / evaluation
 _C.TRAIN.BATCH_SIZE = 1024          # samples per batch (per process under torchrun)
 _C.TRAIN.START_EPOCH = 0            # first epoch index

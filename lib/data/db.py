@@ -55,7 +55,8 @@ __all__ = ['DB_NAMES', 'UnsafeDatabaseError', 'DatabaseFormatError', 'db_stem', 
            'NUM_POSE_JOINTS']
 
 # Config dataset names (TRAIN.DATASET_EVAL / TRAIN.DATASETS_3D) -> file stem.
-DB_NAMES = {'SYNTHETIC': 'synthetic', 'AMASS': 'amass', 'ThreeDPW': '3dpw', 'AGORA': 'agora', 'MOTIONX': 'motionx'}
+DB_NAMES = {'SYNTHETIC': 'synthetic', 'BANDAI': 'bandai', 'AMASS': 'amass', 'ThreeDPW': '3dpw', 'AGORA': 'agora',
+            'MOTIONX': 'motionx'}
 # Other spellings found in the official download: the AMASS test file and the SMPL-X db directory.
 _ALT_FILES = {'amass': ('amss',)}
 _ALT_DIRS = {'smplxiks_db': 'smpxliks_db', 'smpxliks_db': 'smplxiks_db'}
@@ -63,7 +64,8 @@ NUM_POSE_JOINTS = {name: tree.num_pose_joints for name, tree in TREES.items()}
 _OFFICIAL_SOURCE = ('the official SMPL-IKS databases (amass, 3dpw, agora for SMPL; amass, motionx, agora for '
                     'SMPL-X) come from the download linked on the SMPL-IKS project page (data/smpl/smpliks_db, '
                     'data/smplx/smplxiks_db); SYNTHETIC databases are generated automatically on first use '
-                    '(or with tools/make_synthetic_db.py)')
+                    '(or with tools/make_synthetic_db.py); BANDAI databases are built from the public Bandai Namco '
+                    'Research Motion Dataset with tools/make_motion_db.py (docs/motion_data.md)')
 
 
 UnsafeDatabaseError = UnsafeFileError  # a database file asks for something outside the allow-list (it would run code)

@@ -3,7 +3,7 @@ from yacs.config import CfgNode as CN
 
 from lib.core.config import body_defaults, load_config
 
-# TRAIN.DATASET_EVAL / TRAIN.DATASETS_3D: SYNTHETIC, AMASS, ThreeDPW, AGORA -> <DATA.DB_DIR>/<name>_<set>_db.pt (lib/data/db.py).
+# TRAIN.DATASET_EVAL / TRAIN.DATASETS_3D: SYNTHETIC, BANDAI, AMASS, ThreeDPW, AGORA -> <DATA.DB_DIR>/<name>_<set>_db.pt (lib/data/db.py).
 
 
 def get_cfg(cfg_file: str | None = None, opts: list[str] | None = None,

@@ -3,7 +3,7 @@ from yacs.config import CfgNode as CN
 
 from lib.core.config import body_defaults, load_config
 
-# TRAIN.DATASET_EVAL / TRAIN.DATASETS_3D: SYNTHETIC, AMASS, MOTIONX, AGORA -> <DATA.DB_DIR>/<name>_<set>_db.pt (lib/data/db.py).
+# TRAIN.DATASET_EVAL / TRAIN.DATASETS_3D: SYNTHETIC, BANDAI, AMASS, MOTIONX, AGORA -> <DATA.DB_DIR>/<name>_<set>_db.pt (lib/data/db.py).
 
 
 def smplx_defaults() -> CN:

@@ -64,10 +64,13 @@ def _leaf(name: str):
     return JointLimit(name, _Y, (_X, _Z), _ZERO, _ZERO, _ZERO, ('none', 'none', 'none'))
 
 
-# Left-side joints (SMPL indices). Sources and the reasoning for each row: docs/synthetic_data.md.
-_L_HIP = JointLimit('left_hip', _NY, (_NX, _Z), (-20.0, 10.0, 120.0), (-25.0, 5.0, 45.0), (-45.0, 0.0, 45.0),
+# Left-side joints (SMPL indices). Sources and the reasoning for each row: docs/synthetic_data.md. Twist ranges
+# (format 2) follow real motion capture: forearm pronation / supination is the ELBOW's twist (SMPL's forearm mesh
+# follows the elbow joint), the wrist has no systematic twist; hip, knee and shoulder twists as measured on the
+# BANDAI training split (docs/motion_data.md).
+_L_HIP = JointLimit('left_hip', _NY, (_NX, _Z), (-20.0, 10.0, 120.0), (-25.0, 5.0, 45.0), (-30.0, -8.0, 20.0),
                     ('flexion', 'abduction', 'internal_rotation'))
-_L_KNEE = JointLimit('left_knee', _NY, (_X, _Z), (0.0, 15.0, 135.0), (-3.0, 0.0, 3.0), (-5.0, 0.0, 5.0),
+_L_KNEE = JointLimit('left_knee', _NY, (_X, _Z), (0.0, 15.0, 135.0), (-3.0, 0.0, 3.0), (-10.0, 5.0, 20.0),
                      ('flexion', 'varus_valgus', 'tibial_rotation'))
 _L_ANKLE = JointLimit('left_ankle', _Z, (_NX, _Y), (-50.0, 0.0, 20.0), (-10.0, 0.0, 10.0), (-15.0, 0.0, 35.0),
                       ('dorsiflexion', 'abduction', 'inversion'))
@@ -76,11 +79,11 @@ _L_FOOT = JointLimit('left_foot', _Z, (_NX, _Y), (-20.0, 0.0, 30.0), (-5.0, 0.0,
 _L_COLLAR = JointLimit('left_collar', _X, (_Z, _NY), (-10.0, 0.0, 30.0), (-15.0, 0.0, 15.0), (-10.0, 0.0, 10.0),
                        ('elevation', 'protraction', 'rotation'))
 _L_SHOULDER = JointLimit('left_shoulder', _X, (_Z, _NY), (-85.0, -45.0, 90.0), (-45.0, 15.0, 130.0),
-                         (-90.0, 0.0, 70.0), ('elevation', 'horizontal_flexion', 'internal_rotation'))
-_L_ELBOW = JointLimit('left_elbow', _X, (_NY, _Z), (0.0, 20.0, 145.0), (-3.0, 0.0, 3.0), (-5.0, 0.0, 5.0),
-                      ('flexion', 'carrying_angle', 'twist'))
-_L_WRIST = JointLimit('left_wrist', _X, (_NZ, _NY), (-70.0, 0.0, 80.0), (-30.0, 0.0, 20.0), (-120.0, -20.0, 15.0),
-                      ('flexion', 'radial_deviation', 'pronation'))
+                         (-60.0, 0.0, 50.0), ('elevation', 'horizontal_flexion', 'internal_rotation'))
+_L_ELBOW = JointLimit('left_elbow', _X, (_NY, _Z), (0.0, 20.0, 145.0), (-3.0, 0.0, 3.0), (-60.0, 10.0, 60.0),
+                      ('flexion', 'carrying_angle', 'pronation'))
+_L_WRIST = JointLimit('left_wrist', _X, (_NZ, _NY), (-70.0, 0.0, 80.0), (-30.0, 0.0, 20.0), (-15.0, 0.0, 15.0),
+                      ('flexion', 'radial_deviation', 'twist'))
 _L_HAND = JointLimit('left_hand', _X, (_NZ, _NY), (-10.0, 5.0, 30.0), (-5.0, 0.0, 5.0), (-5.0, 0.0, 5.0),
                      ('finger_flexion', 'deviation', 'twist'))
 

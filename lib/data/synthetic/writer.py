@@ -15,7 +15,7 @@ from lib.data.synthetic.twist_labels import compute_twist_angles
 from lib.io.safe_io import atomic_write, file_digest
 from lib.kinematics.tree import TREES
 
-SYNTHETIC_FORMAT_VERSION = 1
+SYNTHETIC_FORMAT_VERSION = 2   # 2: real-motion twist ranges (elbow pronation, no wrist twist)
 # Default seeds per split; the split name is mixed into the random stream as well, so train and test differ even
 # with equal seeds, and their vid_names carry the split, so they can never collide.
 DEFAULT_SEEDS = {'train': 1, 'test': 2}
