@@ -81,3 +81,55 @@ def test_trainer_stops_on_a_nan_loss(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module, "training_step", nan_step)
     with pytest.raises(FloatingPointError, match="loss became nan at epoch 0, step 0"):
         trainer_module.Trainer(cfg).fit()
+
+
+class _RecordingOracle(torch.nn.Module):
+    """Returns the true twists whatever it reads, and keeps what it read."""
+
+    def __init__(self, batch):
+        super().__init__()
+        self.batch, self.seen = batch, None
+
+    def forward(self, joints, betas):
+        from lib.solver.twist import part_phis
+        self.seen = joints.detach().clone()
+        return part_phis(SMPL_TREE, self.batch["twist_angle"])
+
+
+def test_joint_noise_zero_reads_the_clean_joints_and_draws_nothing():
+    from lib.kinematics.skeleton import root_relative
+    body, batch = _batch(16, 8)
+    oracle = _RecordingOracle(batch)
+    state = torch.get_rng_state()
+    training_step(SMPL_TREE, body, oracle, batch, {"phi": 1.0, "vert": 1.0}, joint_noise_mm=0.0)
+    assert torch.equal(torch.get_rng_state(), state)  # no random numbers drawn: today's runs bit for bit
+    clean = root_relative(SMPL_TREE, body.posed_joints(root_zeroed_pose(batch), batch["betas"]))
+    assert torch.allclose(oracle.seen, clean, atol=1e-6)
+
+
+def root_zeroed_pose(batch):
+    from lib.engine.losses import root_zeroed
+    return root_zeroed(batch["pose"])
+
+
+def test_joint_noise_shows_noisy_canonical_joints_and_keeps_clean_targets():
+    from lib.kinematics.skeleton import bone_lengths
+    body, batch = _batch(64, 9)
+    weights = {"phi": 1.0, "vert": 1.0}
+    oracle = _RecordingOracle(batch)
+    clean_out = training_step(SMPL_TREE, body, oracle, batch, weights)
+    clean_seen = oracle.seen
+    torch.manual_seed(4)
+    noisy_out = training_step(SMPL_TREE, body, oracle, batch, weights, joint_noise_mm=20.0, noise_fraction=0.5)
+    moved = (oracle.seen - clean_seen).norm(dim=-1).mean(dim=1)  # (B,) metres
+    untouched = moved < 1e-9
+    assert 16 <= int(untouched.sum()) <= 48  # about half the batch keeps its clean joints
+    noisy = oracle.seen[~untouched]
+    # at least the noise; up to a whole-body turn, since a noisy pelvis orientation turns the canonical body
+    assert 0.01 < moved[~untouched].median().item() < 1.0
+    assert noisy[:, SMPL_TREE.root].abs().max() < 1e-6       # root-relative, like the canonical skeleton
+    # PR-C + AnalyIK give back the bone lengths of the known body, whatever the noise did to them
+    rest = body.rest_joints(batch["betas"][~untouched])
+    assert torch.allclose(bone_lengths(SMPL_TREE, noisy), bone_lengths(SMPL_TREE, rest), atol=1e-4)
+    # MixIK and the losses stay on the clean joints: with input-blind twists the vertex loss does not move
+    assert torch.allclose(noisy_out.terms["vert"], clean_out.terms["vert"], atol=1e-7)

@@ -52,6 +52,8 @@ _C.TRAIN.GEN_WD = 0.1               # weight decay
 _C.TRAIN.GEN_MOMENTUM = 0.9         # SGD momentum (unused by Adam)
 _C.TRAIN.MAX_STEPS_PER_EPOCH = 0    # cap on optimizer steps per epoch; 0 = the whole db
 _C.TRAIN.VAL_MAX_SAMPLES = 0        # validate on the first N samples of the DATASET_EVAL db; 0 = all
+_C.TRAIN.JOINT_NOISE_MM = 0.0       # sigma (mm, per axis) of Gaussian noise on the joints the PAN reads; 0 = none
+_C.TRAIN.JOINT_NOISE_FRACTION = 0.5  # share of each batch that gets the noise (the rest keeps clean accuracy)
 
 _C.DATASET = CN()
 _C.DATASET.SEQLEN = 1               # frames per sample window (paper: 1)
@@ -255,5 +257,7 @@ def validate(cfg: CN) -> None:
         raise ConfigError(f"MODEL.PR_VARIANT={cfg.MODEL.PR_VARIANT!r}: use 'v1', 'v2' or 'none'")
     if cfg.MODEL.TEMPORAL_TYPE != "mlp":
         raise ConfigError(f"MODEL.TEMPORAL_TYPE={cfg.MODEL.TEMPORAL_TYPE!r}: only 'mlp' is implemented")
+    if cfg.TRAIN.JOINT_NOISE_MM < 0 or not 0.0 <= cfg.TRAIN.JOINT_NOISE_FRACTION <= 1.0:
+        raise ConfigError("TRAIN.JOINT_NOISE_MM must be >= 0 and TRAIN.JOINT_NOISE_FRACTION in [0, 1]")
     if cfg.DATASET.SEQLEN < 1 or not 0.0 <= cfg.DATASET.OVERLAP < 1.0:
         raise ConfigError("DATASET.SEQLEN must be >= 1 and DATASET.OVERLAP in [0, 1)")

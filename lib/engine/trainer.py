@@ -222,7 +222,9 @@ class Trainer:
             if step >= steps:
                 break
             batch = self._to_device(batch)
-            out = training_step(self.tree, self.body_model, self.model, batch, self.loss_weights)
+            out = training_step(self.tree, self.body_model, self.model, batch, self.loss_weights,
+                                joint_noise_mm=self.cfg.TRAIN.JOINT_NOISE_MM,
+                                noise_fraction=self.cfg.TRAIN.JOINT_NOISE_FRACTION)
             if not torch.isfinite(out.loss):
                 raise FloatingPointError(
                     f"loss became {out.loss.item()} at epoch {epoch}, step {step} "

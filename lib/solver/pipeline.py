@@ -103,7 +103,7 @@ class SkeletonSolver(torch.nn.Module):
         return root_relative(self.tree, self.rest_joints(betas))
 
     def solve(self, joints: Tensor, network: TwistNetwork | None = None, *, betas: Tensor | None = None,
-              refine: bool = True, network_input: str = "canonical", rotations: bool = True) -> Solution:
+              refine: bool = True, network_input: str | Tensor = "canonical", rotations: bool = True) -> Solution:
         """The whole method: SI -> PR-C -> AnalyIK -> canonical skeleton -> network -> MixIK.
 
         Args:
@@ -113,12 +113,13 @@ class SkeletonSolver(torch.nn.Module):
             betas: (B, K) known shape: Shape Inverse is skipped (training).
             refine: False skips PR-C: the input joints are the IK targets as given (training).
             network_input: 'canonical': AnalyIK's pose with its root rotation zeroed, root-relative (evaluation,
-                METHOD.md section 9); 'target': the root-relative input joints (training, section 8).
+                METHOD.md section 9); 'target': the root-relative input joints (training, section 8); or a
+                (B, J, 3) tensor the network reads as given (training with noisy inputs).
             rotations: False returns the network's twists only, no IK (training on the twist loss alone).
         Returns:
             A :class:`Solution`; ``rotmats`` are MixIK's with a network, AnalyIK's without.
         """
-        if network_input not in NETWORK_INPUTS:
+        if not torch.is_tensor(network_input) and network_input not in NETWORK_INPUTS:
             raise ValueError(f"network_input={network_input!r}: use one of {NETWORK_INPUTS}")
         check_skeleton(self.tree, joints)
         root = self.tree.root
@@ -135,7 +136,9 @@ class SkeletonSolver(torch.nn.Module):
         if network is None:
             return Solution(betas, rest, refined, analytic, translation, "analyik", analytic)
 
-        if network_input == "canonical":
+        if torch.is_tensor(network_input):
+            seen = network_input
+        elif network_input == "canonical":
             if self.posed_joints is None or analytic is None:
                 raise ValueError("the canonical network input needs the solver's posed_joints and rotations=True")
             seen = canonical_skeleton(self.tree, self.posed_joints, analytic, betas)
