@@ -6,6 +6,7 @@ body model's rest-joint map over sampled betas.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -15,6 +16,27 @@ from lib.kinematics.skeleton import bone_lengths
 from lib.kinematics.tree import KinematicTree
 
 RestJointFn = Callable[[Tensor], Tensor]
+
+# Median of a chi-square variable with one degree of freedom: median(x^2) / this = var(x) for Gaussian x.
+CHI2_1_MEDIAN = 0.45494
+
+
+@dataclass(frozen=True)
+class ShapePrior:
+    """The robust Shape Inverse's settings: betas ~ N(0, I) against bone lengths measured with joint noise."""
+
+    noise_mm: float | None = None   # joint noise sigma per axis (mm); None = estimated from left/right disagreement
+    floor_mm: float = 1.0           # smallest bone-length sigma (mm): the linear model's own error
+    max_abs_beta: float = 5.0       # betas are clamped to [-max, max]
+    huber_k: float = 2.0            # bones whose residual exceeds k sigmas are down-weighted (Huber IRLS)
+    iterations: int = 5             # IRLS iterations
+
+
+def sequence_index(groups: Tensor | None, batch: int, device: torch.device) -> Tensor:
+    """(B,) long: the sequence each frame belongs to, 0 .. S-1 (``groups`` (B,) any ids; None = every frame alone)."""
+    if groups is None:
+        return torch.arange(batch, device=device)
+    return torch.unique(groups, return_inverse=True)[1].to(device)
 
 
 def fit_bone_length_model(tree: KinematicTree, rest_joints: RestJointFn, num_betas: int, num_samples: int = 10000,
@@ -48,6 +70,12 @@ class ShapeInverse(torch.nn.Module):
         self.register_buffer("matrix", matrix.double())
         self.register_buffer("pinv", torch.linalg.pinv(matrix.double()))
         self.register_buffer("zero_lengths", bone_lengths(tree, zero_shape_rest_joints[None].double())[0])
+        # the robust fit works per bone: each bone of a group gets the group's row of A
+        self.bone_ends = [j for group in tree.bone_groups for j in group]
+        self.bone_group = [g for g, group in enumerate(tree.bone_groups) for _ in group]
+        self.pairs = [(k, k + 1) for k, g in enumerate(self.bone_group) if k + 1 < len(self.bone_group)
+                      and self.bone_group[k + 1] == g]
+        self.register_buffer("zero_bones", self.single_bone_lengths(zero_shape_rest_joints[None].double())[0])
 
     @property
     def num_betas(self) -> int:
@@ -57,3 +85,60 @@ class ShapeInverse(torch.nn.Module):
         """(B, J, 3) joints in metres -> (B, K) betas, in the joints' dtype."""
         delta = bone_lengths(self.tree, joints.to(self.pinv.dtype)) - self.zero_lengths
         return (delta @ self.pinv.T).to(joints.dtype)
+
+    def single_bone_lengths(self, joints: Tensor) -> Tensor:
+        """(B, J, 3) metres -> (B, n_bones) mm, one per bone of ``tree.bone_groups`` (pairs not averaged)."""
+        starts = [self.tree.parents[j] for j in self.bone_ends]
+        return (joints[:, self.bone_ends] - joints[:, starts]).norm(dim=-1) * 1000.0
+
+    def estimate_noise_mm(self, joints: Tensor, groups: Tensor | None = None) -> Tensor:
+        """Joint noise sigma per axis (mm) from left/right bone-length disagreement: (B,), pooled per sequence.
+
+        A bone's length carries the noise of its two ends along it (variance 2 sigma^2), so the difference of a
+        left and a right bone has variance 4 sigma^2; a median over the pairs keeps one bad bone from counting.
+        """
+        lengths = self.single_bone_lengths(joints.to(self.pinv.dtype)) - self.zero_bones
+        left, right = zip(*self.pairs)
+        diff = lengths[:, list(left)] - lengths[:, list(right)]
+        variance = diff.pow(2).median(dim=1).values / (4.0 * CHI2_1_MEDIAN)
+        index = sequence_index(groups, joints.shape[0], joints.device)
+        count = torch.zeros(int(index.max()) + 1, dtype=variance.dtype, device=variance.device)
+        pooled = torch.zeros_like(count).index_add_(0, index, variance) / count.index_add_(
+            0, index, torch.ones_like(variance))
+        return pooled[index].sqrt()
+
+    def regularised(self, joints: Tensor, prior: ShapePrior, groups: Tensor | None = None,
+                    valid: Tensor | None = None) -> Tensor:
+        """Robust Shape Inverse: (B, J, 3) joints in metres -> (B, K) betas, in the joints' dtype.
+
+        Minimises sum over bones of huber(residual / s) plus |beta|^2 (the prior N(0, I)), s^2 = 2 sigma^2 +
+        floor^2 the bone-length variance from joint noise sigma (given or :meth:`estimate_noise_mm`), by
+        iteratively reweighted least squares; betas are clamped to the prior's bound.
+
+        Args:
+            groups: (B,) sequence ids: frames with one id share one shape (solved jointly). None = per frame.
+            valid: (B, n_bones) bool, False for bones to ignore (a missing end joint). None = all bones.
+        """
+        work = joints.to(self.pinv.dtype)
+        delta = self.single_bone_lengths(work) - self.zero_bones                   # (B, n)
+        if prior.noise_mm is None:
+            sigma = self.estimate_noise_mm(work, groups)
+        else:
+            sigma = torch.full((work.shape[0],), float(prior.noise_mm), dtype=work.dtype, device=work.device)
+        scale = (2.0 * sigma.pow(2) + prior.floor_mm ** 2).sqrt()[:, None]         # (B, 1) mm
+        matrix = self.matrix[self.bone_group]                                       # (n, K)
+        base = torch.ones_like(delta) if valid is None else valid.to(delta.dtype)
+        index = sequence_index(groups, work.shape[0], work.device)
+        num_seq, k = int(index.max()) + 1, self.num_betas
+        eye = torch.eye(k, dtype=work.dtype, device=work.device)
+        robust = torch.ones_like(delta)
+        for _ in range(max(prior.iterations, 1)):
+            weight = base * robust / scale.pow(2)                                   # (B, n)
+            normal = torch.einsum("bn,nk,nl->bkl", weight, matrix, matrix)          # (B, K, K)
+            rhs = torch.einsum("bn,nk,bn->bk", weight, matrix, delta)               # (B, K)
+            normal = torch.zeros(num_seq, k, k, dtype=work.dtype, device=work.device).index_add_(0, index, normal)
+            rhs = torch.zeros(num_seq, k, dtype=work.dtype, device=work.device).index_add_(0, index, rhs)
+            betas = torch.linalg.solve(normal + eye, rhs[..., None])[..., 0][index]  # (B, K)
+            standardized = ((betas @ matrix.T - delta) / scale).abs()
+            robust = torch.where(standardized > prior.huber_k, prior.huber_k / standardized.clamp_min(1e-12), 1.0)
+        return betas.clamp(-prior.max_abs_beta, prior.max_abs_beta).to(joints.dtype)
