@@ -167,6 +167,9 @@ class SkeletonSolver(torch.nn.Module):
                 warnings.warn(suspicious_message(self.tree, suspicious, at_origin, fill), stacklevel=2)
                 if fill:
                     target = fill_missing(self.tree, rest, target, suspicious, fit)
+            shift = root_estimate(self.tree, rest, target)  # the root re-placed by its rigid group
+            target, translation = target - shift[:, None], translation + shift
+            target[:, root] = 0.0
         refined = refine_bone_lengths(self.tree, rest, target, self.pr_variant, orientation_fit=fit) if refine \
             else target
         analytic = solve_rotations(self.tree, rest, refined, orientation_fit=fit) if rotations else None
@@ -210,6 +213,19 @@ class SkeletonSolver(torch.nn.Module):
         rotmats = solve_rotations(self.tree, solution.rest, target, phi, self.orientation_fit)
         return Solution(solution.betas, solution.rest, solution.refined, rotmats, solution.translation, "mixik",
                         solution.analytic_rotmats, part_phis)
+
+
+def root_estimate(tree: KinematicTree, rest: Tensor, target: Tensor) -> Tensor:
+    """Where the root's rigid group (root and children) puts the root, relative to the target's root: (B, 3).
+
+    The least-squares rigid fit of the rest group onto the targets averages the root's own noise with its
+    children's; the paper takes the root joint as given. Rest and target joints (B, J, 3), root-relative.
+    """
+    group = [tree.root, *tree.children[tree.root]]
+    rest_points, target_points = rest[:, group], target[:, group]
+    rotation = rigid_rotation(rest_points, target_points)
+    centre = target_points.mean(dim=1) - (rotation @ rest_points.mean(dim=1)[..., None])[..., 0]
+    return centre - target[:, tree.root]
 
 
 def joints_at_origin(tree: KinematicTree, joints: Tensor) -> Tensor:
