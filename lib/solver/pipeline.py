@@ -16,7 +16,7 @@ from lib.kinematics.skeleton import global_rotations, root_relative
 from lib.kinematics.tree import KinematicTree
 from lib.solver.analytic_ik import solve_rotations
 from lib.solver.refine import refine_bone_lengths
-from lib.solver.shape_inverse import ShapeInverse, ShapePrior
+from lib.solver.shape_inverse import ShapeInverse, ShapePrior, sequence_mean
 from lib.solver.twist import phi_per_joint
 
 # Skeletons arrive in metres; a median bone this long means the input is in millimetres (or centimetres).
@@ -189,12 +189,16 @@ class SkeletonSolver(torch.nn.Module):
         return Solution(betas, rest, refined, mixik, translation, "mixik", analytic, phis, suspicious)
 
     def shape(self, target: Tensor, groups: Tensor | None = None, missing: Tensor | None = None) -> Tensor:
-        """Betas (B, K) of root-relative skeletons (B, J, 3): the paper's Shape Inverse, or in robust mode the
-        regularised one, one shape per id of ``groups`` (B,), ignoring bones that touch ``missing`` (B, J) joints."""
+        """Betas (B, K) of root-relative skeletons (B, J, 3), one shape per id of ``groups`` (B,) when given.
+
+        Paper mode: the Shape Inverse of METHOD.md (per frame; averaged per group). Robust mode: the regularised
+        one, groups solved jointly, ignoring bones that touch ``missing`` (B, J) joints.
+        """
         if self.shape_inverse is None:
             raise ValueError("this solver has no Shape Inverse: pass the betas")
         if self.robust is None:
-            return self.shape_inverse(target)
+            betas = self.shape_inverse(target)
+            return betas if groups is None else sequence_mean(betas, groups)
         valid = None
         if missing is not None:
             ends = self.shape_inverse.bone_ends
@@ -259,7 +263,8 @@ def suspicious_message(tree: KinematicTree, suspicious: Tensor, at_origin: Tenso
         entries.append(f"frame {b}: {', '.join(names)}")
     more = f"; and {len(frames) - limit} more frames" if len(frames) > limit else ""
     action = ("treated as missing: filled from the rest skeleton under the parent's rotation" if filled else
-              "used as given; treat them as missing with MODEL.ROBUST.SUSPICIOUS 'fill' (fit(..., missing='fill'))")
+              "used as given; treat them as missing with MODEL.ROBUST.SUSPICIOUS 'fill' "
+              "(lib.api.load_solver(..., suspicious='fill'))")
     return (f"suspicious input joints (at the origin, or a bone under {SUSPICIOUS_SHORT} / over {SUSPICIOUS_LONG} "
             f"times its rest length) in {len(frames)} frame(s), {action}: {'; '.join(entries)}{more}")
 

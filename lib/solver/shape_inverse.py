@@ -19,6 +19,8 @@ RestJointFn = Callable[[Tensor], Tensor]
 
 # Median of a chi-square variable with one degree of freedom: median(x^2) / this = var(x) for Gaussian x.
 CHI2_1_MEDIAN = 0.45494
+# A frame whose noise variance estimate exceeds its sequence's median by this factor is left out of the shared shape.
+OUTLIER_FRAME_RATIO = 4.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,16 @@ def sequence_index(groups: Tensor | None, batch: int, device: torch.device) -> T
     if groups is None:
         return torch.arange(batch, device=device)
     return torch.unique(groups, return_inverse=True)[1].to(device)
+
+
+def sequence_mean(values: Tensor, groups: Tensor) -> Tensor:
+    """(B, K) values replaced by their mean over the rows sharing an id of ``groups`` (B,)."""
+    index = sequence_index(groups, values.shape[0], values.device)
+    sums = torch.zeros(int(index.max()) + 1, values.shape[1], dtype=values.dtype, device=values.device)
+    counts = torch.zeros(sums.shape[0], 1, dtype=values.dtype, device=values.device)
+    sums.index_add_(0, index, values)
+    counts.index_add_(0, index, torch.ones_like(values[:, :1]))
+    return (sums / counts)[index]
 
 
 def fit_bone_length_model(tree: KinematicTree, rest_joints: RestJointFn, num_betas: int, num_samples: int = 10000,
@@ -92,20 +104,22 @@ class ShapeInverse(torch.nn.Module):
         return (joints[:, self.bone_ends] - joints[:, starts]).norm(dim=-1) * 1000.0
 
     def estimate_noise_mm(self, joints: Tensor, groups: Tensor | None = None) -> Tensor:
-        """Joint noise sigma per axis (mm) from left/right bone-length disagreement: (B,), pooled per sequence.
+        """Joint noise sigma per axis (mm) from left/right bone-length disagreement: (B,).
 
         A bone's length carries the noise of its two ends along it (variance 2 sigma^2), so the difference of a
         left and a right bone has variance 4 sigma^2; a median over the pairs keeps one bad bone from counting.
+        With ``groups`` (B,) a frame gets its sequence's median; a frame whose own variance is over
+        OUTLIER_FRAME_RATIO times that is corrupted: inf, so the shared shape ignores it (the median frame never is).
         """
         lengths = self.single_bone_lengths(joints.to(self.pinv.dtype)) - self.zero_bones
         left, right = zip(*self.pairs)
         diff = lengths[:, list(left)] - lengths[:, list(right)]
         variance = diff.pow(2).median(dim=1).values / (4.0 * CHI2_1_MEDIAN)
+        if groups is None:
+            return variance.sqrt()
         index = sequence_index(groups, joints.shape[0], joints.device)
-        count = torch.zeros(int(index.max()) + 1, dtype=variance.dtype, device=variance.device)
-        pooled = torch.zeros_like(count).index_add_(0, index, variance) / count.index_add_(
-            0, index, torch.ones_like(variance))
-        return pooled[index].sqrt()
+        pooled = torch.stack([variance[index == g].median() for g in range(int(index.max()) + 1)])[index]
+        return torch.where(variance > OUTLIER_FRAME_RATIO * pooled, torch.inf, pooled).sqrt()
 
     def regularised(self, joints: Tensor, prior: ShapePrior, groups: Tensor | None = None,
                     valid: Tensor | None = None) -> Tensor:
