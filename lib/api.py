@@ -24,12 +24,11 @@ from yacs.config import CfgNode
 
 from lib.data.user_joints import default_order, load_joint_order, skeleton_bones, to_slots
 from lib.engine.build import build_body_model, build_network, build_solver
+from lib.kinematics.skeleton import root_relative
 from lib.kinematics.tree import KinematicTree
 from lib.models.body_model import BodyModel
 from lib.models.pan import PartAwareNetwork
-from lib.kinematics.skeleton import root_relative
-from lib.solver.pipeline import (MAX_MEDIAN_BONE_M, SkeletonSolver, check_skeleton, joints_at_origin,
-                                 median_bone_length)
+from lib.solver.pipeline import MAX_MEDIAN_BONE_M, SkeletonSolver, check_skeleton, joints_at_origin, median_bone_length
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +147,8 @@ class BodySolver:
         shared = self.shared_betas(target) if same_person else None
         parts = {"solved_betas": [], "rotmats": [], "translation": []}
         with tqdm(total=len(target), unit="frame", desc="fit", disable=not progress, dynamic_ncols=True) as bar:
-            for start, chunk in zip(range(0, len(target), batch_size), target.split(batch_size)):
+            for start in range(0, len(target), batch_size):
+                chunk = target[start:start + batch_size]
                 betas = None if shared is None else shared[start:start + len(chunk)]
                 solution = self.solver.solve(chunk, self.network, betas=betas)
                 parts["solved_betas"].append(solution.betas)

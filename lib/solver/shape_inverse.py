@@ -112,8 +112,7 @@ class ShapeInverse(torch.nn.Module):
         OUTLIER_FRAME_RATIO times that is corrupted: inf, so the shared shape ignores it (the median frame never is).
         """
         lengths = self.single_bone_lengths(joints.to(self.pinv.dtype)) - self.zero_bones
-        left, right = zip(*self.pairs)
-        diff = lengths[:, list(left)] - lengths[:, list(right)]
+        diff = lengths[:, [a for a, _ in self.pairs]] - lengths[:, [b for _, b in self.pairs]]
         variance = diff.pow(2).median(dim=1).values / (4.0 * CHI2_1_MEDIAN)
         if groups is None:
             return variance.sqrt()
