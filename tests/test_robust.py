@@ -119,6 +119,15 @@ def test_a_joint_at_the_origin_is_reported_and_can_be_filled(smpl):
     assert (filled.refined[:, others] - joints[:, others]).norm(dim=-1).max() < 0.01
 
 
+def test_ordinary_noise_is_not_reported(smpl):
+    body, _, robust, _ = smpl
+    _, joints, _ = _skeletons(body, 32, seed=48)
+    noisy = joints + 0.02 * torch.randn(joints.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert robust.solve(noisy).suspicious.sum() <= 2  # 20 mm per axis: hands and feet stay unreported
+
+
 def test_paper_mode_reports_nothing(smpl):
     body, paper, _, _ = smpl
     _, joints, _ = _skeletons(body, 2, seed=45)

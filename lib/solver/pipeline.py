@@ -40,6 +40,8 @@ class Solution:
 
 # Suspicious inputs (robust mode): a bone outside [SHORT, LONG] times its rest length, or a joint exactly at (0, 0, 0)
 SUSPICIOUS_SHORT, SUSPICIOUS_LONG = 0.5, 2.0
+# ... and, when the joint noise is known or estimated, off by more than this many sigmas of a bone length
+SUSPICIOUS_NOISE_SIGMAS = 5.0
 SUSPICIOUS_ACTIONS = ("warn", "fill")
 
 
@@ -161,7 +163,7 @@ class SkeletonSolver(torch.nn.Module):
         translation = joints[:, root] - rest_absolute[:, root]
         suspicious = None
         if self.robust is not None:
-            suspicious = at_origin | implausible_bones(self.tree, rest, target)
+            suspicious = at_origin | implausible_bones(self.tree, rest, target, self.noise_mm(target))
             if suspicious.any():
                 fill = self.robust.suspicious == "fill"
                 warnings.warn(suspicious_message(self.tree, suspicious, at_origin, fill), stacklevel=2)
@@ -187,6 +189,14 @@ class SkeletonSolver(torch.nn.Module):
         phis = network(seen, betas)  # the network reads the first 10 betas
         mixik = solve_rotations(self.tree, rest, refined, phi_per_joint(self.tree, phis), fit) if rotations else None
         return Solution(betas, rest, refined, mixik, translation, "mixik", analytic, phis, suspicious)
+
+    def noise_mm(self, target: Tensor) -> Tensor | None:
+        """Robust mode: the joint noise sigma per axis (mm) of each root-relative skeleton (B, J, 3), given or
+        estimated per frame; None when neither is possible (no Shape Inverse)."""
+        if self.robust.prior.noise_mm is not None:
+            return torch.full(target.shape[:1], float(self.robust.prior.noise_mm), dtype=target.dtype,
+                              device=target.device)
+        return None if self.shape_inverse is None else self.shape_inverse.estimate_noise_mm(target).to(target.dtype)
 
     def shape(self, target: Tensor, groups: Tensor | None = None, missing: Tensor | None = None) -> Tensor:
         """Betas (B, K) of root-relative skeletons (B, J, 3), one shape per id of ``groups`` (B,) when given.
@@ -240,15 +250,22 @@ def joints_at_origin(tree: KinematicTree, joints: Tensor) -> Tensor:
     return mask
 
 
-def implausible_bones(tree: KinematicTree, rest: Tensor, target: Tensor) -> Tensor:
+def implausible_bones(tree: KinematicTree, rest: Tensor, target: Tensor, noise_mm: Tensor | None = None) -> Tensor:
     """(B, J) bool: joints whose bone from their parent is shorter than SUSPICIOUS_SHORT or longer than
-    SUSPICIOUS_LONG times its rest length (rest and target (B, J, 3))."""
+    SUSPICIOUS_LONG times its rest length (rest and target (B, J, 3)), and, with the joint noise ``noise_mm``
+    (B,) given, off by more than SUSPICIOUS_NOISE_SIGMAS times the noise of a bone length (short finger bones
+    under ordinary estimator noise are not reported)."""
     ends = [j for j in tree.skeleton if j != tree.root]
     starts = [tree.parents[j] for j in ends]
-    ratio = (target[:, ends] - target[:, starts]).norm(dim=-1) / (rest[:, ends] - rest[:, starts]).norm(
-        dim=-1).clamp_min(1e-9)
+    measured = (target[:, ends] - target[:, starts]).norm(dim=-1)
+    expected = (rest[:, ends] - rest[:, starts]).norm(dim=-1)
+    ratio = measured / expected.clamp_min(1e-9)
+    bad = (ratio < SUSPICIOUS_SHORT) | (ratio > SUSPICIOUS_LONG)
+    if noise_mm is not None:
+        bone_sigma_m = 2.0 ** 0.5 * noise_mm[:, None] / 1000.0
+        bad &= (measured - expected).abs() > SUSPICIOUS_NOISE_SIGMAS * bone_sigma_m
     mask = torch.zeros(target.shape[:2], dtype=torch.bool, device=target.device)
-    mask[:, ends] = (ratio < SUSPICIOUS_SHORT) | (ratio > SUSPICIOUS_LONG)
+    mask[:, ends] = bad
     return mask
 
 
@@ -266,7 +283,7 @@ def suspicious_message(tree: KinematicTree, suspicious: Tensor, at_origin: Tenso
               "used as given; treat them as missing with MODEL.ROBUST.SUSPICIOUS 'fill' "
               "(lib.api.load_solver(..., suspicious='fill'))")
     return (f"suspicious input joints (at the origin, or a bone under {SUSPICIOUS_SHORT} / over {SUSPICIOUS_LONG} "
-            f"times its rest length) in {len(frames)} frame(s), {action}: {'; '.join(entries)}{more}")
+            f"times its rest length beyond the joint noise) in {len(frames)} frame(s), {action}: {'; '.join(entries)}{more}")
 
 
 def fill_missing(tree: KinematicTree, rest: Tensor, target: Tensor, missing: Tensor, orientation_fit: str) -> Tensor:
