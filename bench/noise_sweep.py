@@ -64,7 +64,8 @@ def sweep(body_model, solvers: dict, network, dataset: PoseDataset, sigmas, samp
             for name, solver in solvers.items():
                 with warnings.catch_warnings():  # big noise makes 'suspicious bone' reports: expected here
                     warnings.simplefilter("ignore")
-                    solution = solver.solve(noisy, network, groups=ids[rows].to(device))
+                    groups = ids[rows].to(device) if name == "robust" else None  # the paper: per frame
+                    solution = solver.solve(noisy, network, groups=groups)
                 values = {"beta_abs_error": (solution.betas[:, :NUM_SHAPE_BETAS]
                                              - batch["betas"][:, :NUM_SHAPE_BETAS]).abs().mean(dim=1)}
                 methods = {"analyik": solution.analytic_rotmats}
