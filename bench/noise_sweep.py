@@ -165,7 +165,7 @@ def main(argv=None) -> None:
               f"{time.perf_counter() - start:.0f} s)")
         print("\n".join(format_rows(records, methods)))
         png = out_dir / f"noise_sweep_{args.body}_{Path(name).stem}.png"
-        plot(records, f"{args.body.upper()} on {name}: MPVE under joint noise", png)
+        plot(records, f"{'SMPL-X' if args.body == 'smplx' else 'SMPL'} on {name}: MPVE under joint noise", png)
         print(f"wrote {png}")
     path = out_dir / f"noise_sweep_{args.body}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
