@@ -8,8 +8,9 @@ THETA_W = 0 (a cheap pre-training stage) no mesh and no IK are computed at all.
 Input-joint noise augmentation (``TRAIN.JOINT_NOISE_MM`` > 0): a random share of the batch gets Gaussian noise on
 its joints, and for those samples the network reads what it would read at evaluation on such a skeleton: the
 canonical skeleton (root rotation zeroed) of AnalyIK on the PR-C-refined noisy joints, with the known betas
-(:func:`noisy_network_input`; in the robust mode when ``MODEL.ROBUST.ENABLED``, the mode evaluation will use). The twists it predicts drive MixIK on the clean ground-truth joints, so the losses
-still compare against the truth: the network learns twists that are right for the pose, not for the noise.
+(:func:`noisy_network_input`; in the robust mode when ``MODEL.ROBUST.ENABLED``, the mode evaluation will use).
+The twists it predicts drive MixIK on the clean ground-truth joints, so the losses still compare against the
+truth: the network learns twists that are right for the pose, not for the noise.
 """
 from __future__ import annotations
 

@@ -283,7 +283,8 @@ def suspicious_message(tree: KinematicTree, suspicious: Tensor, at_origin: Tenso
               "used as given; treat them as missing with MODEL.ROBUST.SUSPICIOUS 'fill' "
               "(lib.api.load_solver(..., suspicious='fill'))")
     return (f"suspicious input joints (at the origin, or a bone under {SUSPICIOUS_SHORT} / over {SUSPICIOUS_LONG} "
-            f"times its rest length beyond the joint noise) in {len(frames)} frame(s), {action}: {'; '.join(entries)}{more}")
+            f"times its rest length beyond the joint noise) in {len(frames)} frame(s), {action}: "
+            f"{'; '.join(entries)}{more}")
 
 
 def fill_missing(tree: KinematicTree, rest: Tensor, target: Tensor, missing: Tensor, orientation_fit: str) -> Tensor:
