@@ -146,7 +146,7 @@ class SkeletonSolver(torch.nn.Module):
                 METHOD.md section 9); 'target': the root-relative input joints (training, section 8); or a
                 (B, J, 3) tensor the network reads as given (training with noisy inputs).
             rotations: False returns the network's twists only, no IK (training on the twist loss alone).
-            groups: (B,) sequence ids (robust mode): frames with one id are one person and share one shape.
+            groups: (B,) sequence ids: frames with one id are one person and share one shape (:meth:`shape`).
         Returns:
             A :class:`Solution`; ``rotmats`` are MixIK's with a network, AnalyIK's without.
         """
@@ -163,15 +163,8 @@ class SkeletonSolver(torch.nn.Module):
         translation = joints[:, root] - rest_absolute[:, root]
         suspicious = None
         if self.robust is not None:
-            suspicious = at_origin | implausible_bones(self.tree, rest, target, self.noise_mm(target))
-            if suspicious.any():
-                fill = self.robust.suspicious == "fill"
-                warnings.warn(suspicious_message(self.tree, suspicious, at_origin, fill), stacklevel=2)
-                if fill:
-                    target = fill_missing(self.tree, rest, target, suspicious, fit)
-            shift = root_estimate(self.tree, rest, target)  # the root re-placed by its rigid group
-            target, translation = target - shift[:, None], translation + shift
-            target[:, root] = 0.0
+            target, shift, suspicious = self.robust_targets(rest, target, at_origin)
+            translation = translation + shift
         refined = refine_bone_lengths(self.tree, rest, target, self.pr_variant, orientation_fit=fit) if refine \
             else target
         analytic = solve_rotations(self.tree, rest, refined, orientation_fit=fit) if rotations else None
@@ -187,8 +180,29 @@ class SkeletonSolver(torch.nn.Module):
         else:
             seen = refined
         phis = network(seen, betas)  # the network reads the first 10 betas
-        mixik = solve_rotations(self.tree, rest, refined, phi_per_joint(self.tree, phis), fit) if rotations else None
+        mixik = solve_rotations(self.tree, rest, refined, phi_per_joint(self.tree, phis),
+                                orientation_fit=fit) if rotations else None
         return Solution(betas, rest, refined, mixik, translation, "mixik", analytic, phis, suspicious)
+
+    def robust_targets(self, rest: Tensor, target: Tensor, at_origin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Robust mode, before PR-C: suspicious joints reported (and filled, when asked), the root re-placed.
+
+        Args:
+            rest, target: (B, J, 3) root-relative rest and input joints; at_origin: (B, J) joints at (0, 0, 0).
+        Returns:
+            The targets (B, J, 3), root-relative to the re-placed root; that root's offset from the input's
+            (B, 3), to add to the translation; the suspicious joints (B, J) bool.
+        """
+        suspicious = at_origin | implausible_bones(self.tree, rest, target, self.noise_mm(target))
+        if suspicious.any():
+            fill = self.robust.suspicious == "fill"
+            warnings.warn(suspicious_message(self.tree, suspicious, at_origin, fill), stacklevel=3)
+            if fill:
+                target = fill_missing(self.tree, rest, target, suspicious, self.orientation_fit)
+        shift = root_estimate(self.tree, rest, target)
+        target = target - shift[:, None]
+        target[:, self.tree.root] = 0.0
+        return target, shift, suspicious
 
     def noise_mm(self, target: Tensor) -> Tensor | None:
         """Robust mode: the joint noise sigma per axis (mm) of each root-relative skeleton (B, J, 3), given or
