@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from lib.kinematics.skeleton import bone_lengths
+from lib.kinematics.skeleton import MM_PER_M, bone_lengths
 from lib.kinematics.tree import KinematicTree
 
 RestJointFn = Callable[[Tensor], Tensor]
@@ -101,7 +101,7 @@ class ShapeInverse(torch.nn.Module):
     def single_bone_lengths(self, joints: Tensor) -> Tensor:
         """(B, J, 3) metres -> (B, n_bones) mm, one per bone of ``tree.bone_groups`` (pairs not averaged)."""
         starts = [self.tree.parents[j] for j in self.bone_ends]
-        return (joints[:, self.bone_ends] - joints[:, starts]).norm(dim=-1) * 1000.0
+        return (joints[:, self.bone_ends] - joints[:, starts]).norm(dim=-1) * MM_PER_M
 
     def estimate_noise_mm(self, joints: Tensor, groups: Tensor | None = None) -> Tensor:
         """Joint noise sigma per axis (mm) from left/right bone-length disagreement: (B,).
@@ -124,7 +124,7 @@ class ShapeInverse(torch.nn.Module):
         """Bone lengths (B, n_bones) mm with the lengthening by noise removed: sqrt(l^2 - 4 sigma^2).
 
         Noise across a bone (two axes, variance 2 sigma^2 each from its two ends) lengthens it by about
-        2 sigma^2 / l on average: 4 mm on a 25 mm finger bone at sigma = 10 mm. At most halves a bone.
+        2 sigma^2 / l on average: 8 mm on a 25 mm finger bone at sigma = 10 mm. At most halves a bone.
         """
         lengths = self.single_bone_lengths(joints)
         floor = (0.5 * lengths).pow(2)
