@@ -24,10 +24,11 @@ from yacs.config import CfgNode
 
 from lib.data.user_joints import default_order, load_joint_order, skeleton_bones, to_slots
 from lib.engine.build import build_body_model, build_network, build_solver
+from lib.kinematics.skeleton import root_relative
 from lib.kinematics.tree import KinematicTree
 from lib.models.body_model import BodyModel
 from lib.models.pan import PartAwareNetwork
-from lib.solver.pipeline import MAX_MEDIAN_BONE_M, SkeletonSolver, median_bone_length
+from lib.solver.pipeline import MAX_MEDIAN_BONE_M, SkeletonSolver, check_skeleton, joints_at_origin, median_bone_length
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def _user_path(path: str | Path) -> str:
 
 def load_solver(body: str = "smpl", *, model: str | Path | None = None, checkpoint: str | Path | None = "default",
                 config: str | Path | None = None, device: str | torch.device = "cpu",
-                dtype: torch.dtype = torch.float32) -> BodySolver:
+                dtype: torch.dtype = torch.float32, robust: bool = True, suspicious: str = "warn") -> BodySolver:
     """A ready solver for one body model.
 
     Args:
@@ -61,6 +62,10 @@ def load_solver(body: str = "smpl", *, model: str | Path | None = None, checkpoi
         checkpoint: PAN weights: 'default' = the config's (the shipped open checkpoint), a path, or None for
             AnalyIK only. A checkpoint fits the body model it was trained on.
         config: a YAML config of this body (any key of ``lib/core/config.py``); default: the body's defaults.
+        robust: the solver's robust mode for noisy skeletons (``MODEL.ROBUST``, docs/robust.md); False = the
+            paper's pipeline exactly.
+        suspicious: robust mode, input joints at the origin or with implausible bones: 'warn' (reported) or 'fill'
+            (reported and treated as missing: placed from the rest skeleton).
     """
     name = BODY_ALIASES.get(str(body).lower())
     if name is None:
@@ -72,6 +77,7 @@ def load_solver(body: str = "smpl", *, model: str | Path | None = None, checkpoi
         opts += ["MODEL.PRETRAINED", ""]
     elif checkpoint != "default":
         opts += ["MODEL.PRETRAINED", _user_path(checkpoint)]
+    opts += ["MODEL.ROBUST.ENABLED", bool(robust), "MODEL.ROBUST.SUSPICIOUS", suspicious]
     cfg = _config_factory(name)(_user_path(config) if config else None, opts)
     device = torch.device(device)
     body_model = build_body_model(cfg, device, dtype=dtype)
@@ -121,7 +127,7 @@ class BodySolver:
 
     @torch.no_grad()
     def fit(self, joints, *, units: str = "auto", joint_order: str | tuple | dict = "auto", batch_size: int = 1024,
-            progress: bool = False) -> BodyFit:
+            progress: bool = False, same_person: bool = False) -> BodyFit:
         """Fit the body to skeletons.
 
         Args:
@@ -132,20 +138,33 @@ class BodySolver:
             joint_order: 'auto' (a built-in order chosen by the joint count), a name of
                 :data:`lib.data.user_joints.JOINT_ORDERS`, a JSON mapping file, or a list / dict as that file holds.
             progress: a progress bar over frames.
+            same_person: all frames show one person: one shape is solved from all of them (bone lengths do not
+                change between frames), which also makes it far less sensitive to joint noise.
         Returns:
             :class:`BodyFit`, with arrays of the input's kind (numpy, or torch on the input's device).
         """
         target = self.prepare(joints, units, joint_order)
+        shared = self.shared_betas(target) if same_person else None
         parts = {"solved_betas": [], "rotmats": [], "translation": []}
         with tqdm(total=len(target), unit="frame", desc="fit", disable=not progress, dynamic_ncols=True) as bar:
-            for chunk in target.split(batch_size):
-                solution = self.solver.solve(chunk, self.network)
+            for start in range(0, len(target), batch_size):
+                chunk = target[start:start + batch_size]
+                betas = None if shared is None else shared[start:start + len(chunk)]
+                solution = self.solver.solve(chunk, self.network, betas=betas)
                 parts["solved_betas"].append(solution.betas)
                 parts["rotmats"].append(solution.rotmats)
                 parts["translation"].append(solution.translation)
                 bar.update(len(chunk))
         kind = _ArrayKind.of(joints)
         return BodyFit(self, target, **{k: torch.cat(v) for k, v in parts.items()}, kind=kind)
+
+    def shared_betas(self, target: Tensor) -> Tensor:
+        """One shape for all frames of (B, J, 3) skeletons (metres, slots), repeated per frame: (B, K)."""
+        check_skeleton(self.tree, target)
+        relative = root_relative(self.tree, target)
+        one_person = torch.zeros(len(target), dtype=torch.long, device=target.device)
+        missing = joints_at_origin(self.tree, target) if self.solver.robust is not None else None
+        return self.solver.shape(relative, one_person, missing)
 
 
 @dataclass

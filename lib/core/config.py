@@ -68,6 +68,11 @@ _C.MODEL = CN()
 _C.MODEL.TEMPORAL_TYPE = "mlp"      # network type (only 'mlp', the Part-aware Network)
 _C.MODEL.PRETRAINED = ""            # PAN checkpoint (model_best.pth.tar with 'gen_state_dict'); empty = no MixIK row
 _C.MODEL.PR_VARIANT = "v1"          # pose refinement before IK: 'v1' (aim), 'v2' (two-bone moves), 'none'
+_C.MODEL.ROBUST = CN()
+_C.MODEL.ROBUST.ENABLED = False     # robust mode for noisy skeletons (docs/robust.md); False = the paper's pipeline
+_C.MODEL.ROBUST.NOISE_MM = -1.0     # joint noise sigma per axis (mm) weighing the shape prior; < 0 = estimated
+_C.MODEL.ROBUST.MAX_ABS_BETA = 5.0  # bound on every solved beta (robust Shape Inverse)
+_C.MODEL.ROBUST.SUSPICIOUS = "warn"  # joints at the origin / bones < 0.5x or > 2x rest: 'warn', or 'fill' as missing
 _C.MODEL.MLP = CN()
 _C.MODEL.MLP.EMBED_DIM = 256        # PAN hidden width H (the concat width 2H-256 must equal H: only 256 is valid)
 
@@ -257,6 +262,9 @@ def validate(cfg: CN) -> None:
         raise ConfigError(f"MODEL.PR_VARIANT={cfg.MODEL.PR_VARIANT!r}: use 'v1', 'v2' or 'none'")
     if cfg.MODEL.TEMPORAL_TYPE != "mlp":
         raise ConfigError(f"MODEL.TEMPORAL_TYPE={cfg.MODEL.TEMPORAL_TYPE!r}: only 'mlp' is implemented")
+    if cfg.MODEL.ROBUST.SUSPICIOUS not in ("warn", "fill") or cfg.MODEL.ROBUST.MAX_ABS_BETA <= 0:
+        raise ConfigError(f"MODEL.ROBUST.SUSPICIOUS={cfg.MODEL.ROBUST.SUSPICIOUS!r} must be 'warn' or 'fill' and "
+                          "MODEL.ROBUST.MAX_ABS_BETA > 0")
     if cfg.TRAIN.JOINT_NOISE_MM < 0 or not 0.0 <= cfg.TRAIN.JOINT_NOISE_FRACTION <= 1.0:
         raise ConfigError("TRAIN.JOINT_NOISE_MM must be >= 0 and TRAIN.JOINT_NOISE_FRACTION in [0, 1]")
     if cfg.DATASET.SEQLEN < 1 or not 0.0 <= cfg.DATASET.OVERLAP < 1.0:

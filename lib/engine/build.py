@@ -25,8 +25,8 @@ from lib.models.body_model import BodyModel
 from lib.models.checkpoint import load_checkpoint, load_pan_weights
 from lib.models.pan import PartAwareNetwork
 from lib.models.skeleton_2_beta import load_skeleton_2_beta, save_skeleton_2_beta
-from lib.solver.pipeline import SkeletonSolver
-from lib.solver.shape_inverse import ShapeInverse, fit_bone_length_model
+from lib.solver.pipeline import RobustOptions, SkeletonSolver
+from lib.solver.shape_inverse import ShapeInverse, ShapePrior, fit_bone_length_model
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,16 @@ def build_solver(cfg: CfgNode, body_model: BodyModel) -> SkeletonSolver:
                                               device=body_model.device))[0]
     shape_inverse = ShapeInverse(tree, matrix, zero.double()).to(body_model.device)
     return SkeletonSolver(tree, body_model.rest_joints, shape_inverse, cfg.MODEL.PR_VARIANT,
-                          posed_joints=body_model.posed_joints)
+                          posed_joints=body_model.posed_joints, robust=robust_options(cfg))
+
+
+def robust_options(cfg: CfgNode) -> RobustOptions | None:
+    """The solver's robust mode from ``MODEL.ROBUST`` (None when disabled: the paper's pipeline)."""
+    robust = cfg.MODEL.ROBUST
+    if not robust.ENABLED:
+        return None
+    prior = ShapePrior(noise_mm=None if robust.NOISE_MM < 0 else robust.NOISE_MM, max_abs_beta=robust.MAX_ABS_BETA)
+    return RobustOptions(prior=prior, suspicious=robust.SUSPICIOUS)
 
 
 def checkpoint_hint(cfg: CfgNode, config_key: str) -> str:

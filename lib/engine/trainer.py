@@ -29,7 +29,8 @@ from yacs.config import CfgNode
 
 from lib.core.config import changed_keys, resolve_path
 from lib.engine.build import (build_body_model, build_dataset, build_network, configure_cudnn, load_config_checkpoint,
-                              random_states, seed_everything, select_device, set_random_states, tree_for)
+                              random_states, robust_options, seed_everything, select_device, set_random_states,
+                              tree_for)
 from lib.engine.losses import training_step
 from lib.io.safe_io import atomic_write
 from lib.models.checkpoint import load_pan_weights, save_checkpoint
@@ -224,7 +225,8 @@ class Trainer:
             batch = self._to_device(batch)
             out = training_step(self.tree, self.body_model, self.model, batch, self.loss_weights,
                                 joint_noise_mm=self.cfg.TRAIN.JOINT_NOISE_MM,
-                                noise_fraction=self.cfg.TRAIN.JOINT_NOISE_FRACTION)
+                                noise_fraction=self.cfg.TRAIN.JOINT_NOISE_FRACTION,
+                                robust=robust_options(self.cfg))
             if not torch.isfinite(out.loss):
                 raise FloatingPointError(
                     f"loss became {out.loss.item()} at epoch {epoch}, step {step} "

@@ -93,6 +93,17 @@ def two_direction_orientation(a_rest: Tensor, a_posed: Tensor, c_rest: Tensor, c
     return r2 @ r1
 
 
+def rigid_rotation(source: Tensor, target: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Least-squares rotation (Kabsch / Procrustes) of a point set onto another, translation free: ``...x3x3``.
+
+    ``source`` and ``target`` are ``...xNx3`` corresponding points, ``weights`` ``...xN`` (None = equal). The
+    rotation minimises sum_i w_i |R (s_i - s_mean) - (t_i - t_mean)|^2 with weighted means, a proper rotation
+    (no reflection) even for flat or collinear sets.
+    """
+    rotation, _ = roma.rigid_points_registration(source, target, weights=weights)
+    return rotation
+
+
 def swing(rotation: Tensor, axis: Tensor) -> Tensor:
     """Swing part of ``rotation`` about ``axis``: the minimal rotation taking ``axis`` onto ``rotation @ axis``."""
     return minimal_rotation(axis, (rotation @ axis[..., None])[..., 0])

@@ -5,10 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lib.kinematics.rotations import two_direction_orientation
+from lib.kinematics.rotations import rigid_rotation, two_direction_orientation
 from lib.kinematics.tree import KinematicTree
 
 MM_PER_M = 1000.0
+
+# How a two-direction joint's orientation is solved: 'directions' = the paper's primary / secondary rule (METHOD.md
+# section 4); 'rigid' = a least-squares rotation over the joint and all its children (robust to joint noise).
+ORIENTATION_FITS = ("directions", "rigid")
 
 
 def root_relative(tree: KinematicTree, joints: Tensor) -> Tensor:
@@ -37,11 +41,16 @@ def _mean_offset(joints: Tensor, origin: int, targets: tuple[int, ...]) -> Tenso
 
 
 def two_direction_rotation(tree: KinematicTree, joint: int, rest: Tensor, target: Tensor,
-                           parent_rotation: Tensor | None = None) -> Tensor:
+                           parent_rotation: Tensor | None = None, fit: str = "directions") -> Tensor:
     """Local orientation of a two-direction joint from rest joints and target joints (B, J, 3) -> (B, 3, 3).
 
-    Target offsets are brought into the parent's frame with ``parent_rotation`` (B, 3, 3) when given.
+    Target offsets are brought into the parent's frame with ``parent_rotation`` (B, 3, 3) when given. ``fit``:
+    'directions' (the paper's rule) or 'rigid' (:func:`rigid_group_rotation`).
     """
+    if fit == "rigid":
+        return rigid_group_rotation(tree, joint, rest, target, parent_rotation)
+    if fit != "directions":
+        raise ValueError(f"unknown orientation fit {fit!r}; use one of {ORIENTATION_FITS}")
     spec = tree.two_direction_by_joint[joint]
     a_rest, c_rest = _mean_offset(rest, joint, spec.primary), _mean_offset(rest, joint, spec.secondary)
     a_posed, c_posed = _mean_offset(target, joint, spec.primary), _mean_offset(target, joint, spec.secondary)
@@ -49,6 +58,24 @@ def two_direction_rotation(tree: KinematicTree, joint: int, rest: Tensor, target
         to_parent = parent_rotation.transpose(-1, -2)
         a_posed, c_posed = (to_parent @ a_posed[..., None])[..., 0], (to_parent @ c_posed[..., None])[..., 0]
     return two_direction_orientation(a_rest, a_posed, c_rest, c_posed)
+
+
+def rigid_group_rotation(tree: KinematicTree, joint: int, rest: Tensor, target: Tensor,
+                         parent_rotation: Tensor | None = None) -> Tensor:
+    """Local orientation of ``joint`` as the least-squares rotation of its rigid group: (B, 3, 3).
+
+    The group is the joint and all its children, which its rotation alone places (pelvis: both hips and spine1;
+    spine3: neck and both collars; an SMPL-X wrist: the five finger bases). Every point counts equally, so the turn
+    about a short primary bone is fixed by the wide pair of children (the hips, 20 cm apart) rather than by a small
+    offset, and one joint's noise is averaged with the others'. Rest and target joints (B, J, 3); target offsets are
+    brought into the parent's frame with ``parent_rotation`` (B, 3, 3) when given.
+    """
+    group = [joint, *tree.children[joint]]
+    rest_points = rest[:, group] - rest[:, joint:joint + 1]
+    target_points = target[:, group] - target[:, joint:joint + 1]
+    if parent_rotation is not None:
+        target_points = target_points @ parent_rotation  # rows p -> (P^T p)^T
+    return rigid_rotation(rest_points, target_points)
 
 
 def global_rotations(tree: KinematicTree, local_rotmats: Tensor) -> dict[int, Tensor]:

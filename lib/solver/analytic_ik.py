@@ -22,7 +22,8 @@ from lib.kinematics.skeleton import two_direction_rotation
 from lib.kinematics.tree import KinematicTree
 
 
-def solve_rotations(tree: KinematicTree, rest: Tensor, target: Tensor, phi: Tensor | None = None) -> Tensor:
+def solve_rotations(tree: KinematicTree, rest: Tensor, target: Tensor, phi: Tensor | None = None,
+                    orientation_fit: str = "directions") -> Tensor:
     """Local rotations placing the rest skeleton's bones along the target skeleton.
 
     Args:
@@ -30,6 +31,8 @@ def solve_rotations(tree: KinematicTree, rest: Tensor, target: Tensor, phi: Tens
         target: (B, J, 3) target joints (for exact placement their bone lengths should equal the rest ones).
         phi: optional (B, P, 2) twist (cos, sin) per pose joint, applied about each swing joint's rest child bone;
             None = no twist (AnalyIK).
+        orientation_fit: how two-direction joints are solved, 'directions' (the paper) or 'rigid'
+            (:func:`lib.kinematics.skeleton.rigid_group_rotation`, the robust mode).
     Returns:
         (B, P, 3, 3) local rotation matrices, P = ``tree.num_pose_joints``, root first.
     """
@@ -39,7 +42,7 @@ def solve_rotations(tree: KinematicTree, rest: Tensor, target: Tensor, phi: Tens
     glob: dict[int, Tensor] = {}
 
     root = tree.root
-    local[root] = glob[root] = two_direction_rotation(tree, root, rest, target)
+    local[root] = glob[root] = two_direction_rotation(tree, root, rest, target, fit=orientation_fit)
     for level in tree.levels:
         swing_joints = [j for j in level if j in tree.ik_child]
         if swing_joints:
@@ -48,7 +51,7 @@ def solve_rotations(tree: KinematicTree, rest: Tensor, target: Tensor, phi: Tens
                 local[j] = rotations[:, k]
         for j in level:
             if j in tree.two_direction_by_joint:
-                local[j] = two_direction_rotation(tree, j, rest, target, glob[tree.parents[j]])
+                local[j] = two_direction_rotation(tree, j, rest, target, glob[tree.parents[j]], orientation_fit)
             if j < tree.num_pose_joints:
                 glob[j] = glob[tree.parents[j]] @ local[j]
     return torch.stack(local, dim=1)

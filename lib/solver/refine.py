@@ -20,7 +20,7 @@ VARIANTS = ("v1", "v2", "none")
 
 
 def refine_bone_lengths(tree: KinematicTree, rest: Tensor, target: Tensor, variant: str = "v1",
-                        iterations: int = 3) -> Tensor:
+                        iterations: int = 3, orientation_fit: str = "directions") -> Tensor:
     """Target joints with the rest skeleton's bone lengths.
 
     Args:
@@ -28,6 +28,7 @@ def refine_bone_lengths(tree: KinematicTree, rest: Tensor, target: Tensor, varia
         target: (B, J, 3) target joints (any origin).
         variant: 'v1' (aim), 'v2' (aim plus two-bone moves) or 'none' (only root-relative).
         iterations: move iterations per segment for 'v2'.
+        orientation_fit: how two-direction joints are oriented, 'directions' (the paper) or 'rigid' (robust).
     Returns:
         (B, J, 3) root-relative refined joints; slots outside the tree's skeleton are copied from the target.
     """
@@ -41,7 +42,7 @@ def refine_bone_lengths(tree: KinematicTree, rest: Tensor, target: Tensor, varia
     placed: list[Tensor] = list(target.unbind(dim=1))
     placed[root] = torch.zeros_like(placed[root])
     effective_target = target  # two-direction joints see themselves at their placed spot
-    orientation = {root: two_direction_rotation(tree, root, rest, target)}
+    orientation = {root: two_direction_rotation(tree, root, rest, target, fit=orientation_fit)}
     segments_by_end = {c: (a, b, c) for a, b, c in tree.refine_segments} if variant == "v2" else {}
 
     for level in tree.levels:
@@ -66,7 +67,7 @@ def refine_bone_lengths(tree: KinematicTree, rest: Tensor, target: Tensor, varia
             if j in tree.two_direction_by_joint:
                 effective_target = effective_target.clone()
                 effective_target[:, j] = placed[j]
-                orientation[j] = two_direction_rotation(tree, j, rest, effective_target)
+                orientation[j] = two_direction_rotation(tree, j, rest, effective_target, fit=orientation_fit)
     return torch.stack(placed, dim=1)
 
 

@@ -1,0 +1,157 @@
+"""The robust mode for noisy skeletons (docs/robust.md): rigid-group orientation, the regularised Shape Inverse shared
+per sequence, suspicious joints reported and filled; at zero noise it matches the paper's pipeline."""
+import warnings
+
+import numpy as np
+import pytest
+import roma
+import torch
+
+from lib.core.smpl.config import get_cfg
+from lib.data.synthetic import sample_smpl_poses
+from lib.engine.build import build_body_model, build_network, build_solver
+from lib.engine.metrics import mpve
+from lib.kinematics.skeleton import rigid_group_rotation, root_relative, two_direction_rotation
+from lib.kinematics.tree import SMPL_TREE, SMPLX_TREE
+from tests.conftest import t_pose_skeleton
+
+
+@pytest.fixture(scope="module")
+def smpl():
+    """Body model, paper solver, robust solver and the shipped network (float64 body, CPU)."""
+    paper_cfg = get_cfg(None, [])
+    body = build_body_model(paper_cfg, torch.device("cpu"), dtype=torch.float64)
+    robust = build_solver(get_cfg(None, ["MODEL.ROBUST.ENABLED", "True"]), body)
+    network = build_network(paper_cfg, torch.device("cpu"), "MODEL.PRETRAINED").double().eval()
+    return body, build_solver(paper_cfg, body), robust, network
+
+
+def _skeletons(body, n, seed, same_person=False):
+    """(betas (n, 10), root-relative joints (n, J, 3), vertices) of sampled poses, float64."""
+    sample = sample_smpl_poses(n, seed=seed)
+    betas = torch.as_tensor(sample.betas[:, :10])
+    if same_person:
+        betas = betas[:1].expand(n, -1).clone()
+    with torch.no_grad():
+        out = body(torch.as_tensor(sample.pose), betas)
+    return betas, root_relative(SMPL_TREE, out.joints), out.vertices
+
+
+@pytest.mark.parametrize("tree", [SMPL_TREE, SMPLX_TREE], ids=["smpl", "smplx"])
+def test_rigid_group_rotation_recovers_a_known_rotation(tree):
+    rest = t_pose_skeleton(tree)[None].expand(64, -1, -1)
+    truth = roma.rotvec_to_rotmat(torch.randn(64, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    posed = rest @ truth.transpose(-1, -2)  # every joint turned rigidly about the origin
+    for joint in (spec.joint for spec in tree.two_direction):
+        found = rigid_group_rotation(tree, joint, rest, posed)
+        assert torch.allclose(found, truth, atol=1e-9)
+        parent = tree.parents[joint]
+        if parent >= 0:  # in the parent's frame: the parent's rotation is taken out
+            local = rigid_group_rotation(tree, joint, rest, posed, parent_rotation=truth)
+            assert torch.allclose(local, torch.eye(3, dtype=torch.float64).expand(64, 3, 3), atol=1e-9)
+
+
+def test_rigid_pelvis_orientation_beats_the_two_direction_rule_under_noise():
+    rest = t_pose_skeleton(SMPL_TREE)[None].expand(2000, -1, -1)
+    gen = torch.Generator().manual_seed(2)
+    truth = roma.rotvec_to_rotmat(torch.randn(2000, 3, generator=gen, dtype=torch.float64))
+    noisy = rest @ truth.transpose(-1, -2) + 0.01 * torch.randn(rest.shape, generator=gen, dtype=torch.float64)
+    errors = {fit: roma.rotmat_geodesic_distance(two_direction_rotation(SMPL_TREE, 0, rest, noisy, fit=fit), truth)
+              for fit in ("directions", "rigid")}
+    assert errors["rigid"].median() < 0.5 * errors["directions"].median()
+
+
+def test_robust_mode_matches_the_paper_at_zero_noise(smpl):
+    body, paper, robust, network = smpl
+    betas, joints, vertices = _skeletons(body, 32, seed=41)
+    mpves = []
+    with torch.no_grad():
+        for solver in (paper, robust):
+            solution = solver.solve(joints, network)
+            mpves.append(mpve(body(solution.rotmats, solution.betas).vertices, vertices).mean())
+    assert abs(mpves[0] - mpves[1]) < 0.5  # mm
+
+
+def test_robust_shape_is_bounded_and_ignores_a_missing_joint(smpl):
+    body, paper, robust, _ = smpl
+    betas, joints, _ = _skeletons(body, 8, seed=42)
+    broken = joints.clone()
+    broken[:, 20] = 0.0  # left wrist 'missing' at the origin
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        robust_betas = robust.solve(broken).betas
+    assert paper.solve(broken).betas.abs().max() > 10  # the paper's least squares believes the bone
+    assert robust_betas.abs().max() <= 5.0
+    assert (robust_betas - betas).abs().max() < 0.3
+
+
+@pytest.mark.parametrize("frames, sigma", [(24, 0.0), (32, 0.005)])
+def test_shared_betas_barely_move_for_one_corrupted_frame(smpl, frames, sigma):
+    body, _, robust, _ = smpl
+    betas, joints, _ = _skeletons(body, frames, seed=43, same_person=True)
+    gen = torch.Generator().manual_seed(3)
+    noisy = joints + sigma * torch.randn(joints.shape, generator=gen, dtype=torch.float64)
+    one = torch.zeros(frames, dtype=torch.long)
+    shared = robust.shape(noisy, one)
+    assert torch.equal(shared, shared[:1].expand(frames, -1))  # one shape for the sequence
+    assert (shared[0] - betas[0]).abs().max() < 0.5  # a few betas barely change any bone length
+    corrupted = noisy.clone()
+    corrupted[5] += 0.1 * torch.randn(corrupted[5].shape, generator=gen, dtype=torch.float64)  # 100 mm noise
+    corrupted[9, 7] = 0.0  # and an ankle at the origin in another frame
+    assert (robust.shape(corrupted, one)[0] - shared[0]).abs().max() < 0.05
+
+
+def test_a_joint_at_the_origin_is_reported_and_can_be_filled(smpl):
+    body, _, robust, _ = smpl
+    _, joints, _ = _skeletons(body, 4, seed=44)
+    broken = joints.clone()
+    broken[2, 18] = 0.0  # left elbow of frame 2
+    with pytest.warns(UserWarning, match=r"frame 2: left_elbow \(at the origin\)"):
+        solution = robust.solve(broken)
+    assert solution.suspicious[2, 18] and solution.suspicious.sum() <= 3  # the elbow, maybe its child's bone
+    fill = build_solver(get_cfg(None, ["MODEL.ROBUST.ENABLED", "True", "MODEL.ROBUST.SUSPICIOUS", "fill"]), body)
+    with pytest.warns(UserWarning, match="treated as missing"):
+        filled = fill.solve(broken)
+    # the elbow hangs from the shoulder at its rest offset: within an upper arm's reach of the truth, not at 0
+    elbow_error = (filled.refined[2, 18] - joints[2, 18]).norm()
+    assert elbow_error < (joints[2, 18] - joints[2, 16]).norm() * 2
+    others = [j for j in range(24) if j not in (18, 20, 22)]
+    assert (filled.refined[:, others] - joints[:, others]).norm(dim=-1).max() < 0.01
+
+
+def test_ordinary_noise_is_not_reported(smpl):
+    body, _, robust, _ = smpl
+    _, joints, _ = _skeletons(body, 32, seed=48)
+    noisy = joints + 0.02 * torch.randn(joints.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert robust.solve(noisy).suspicious.sum() <= 2  # 20 mm per axis: hands and feet stay unreported
+
+
+def test_paper_mode_reports_nothing(smpl):
+    body, paper, _, _ = smpl
+    _, joints, _ = _skeletons(body, 2, seed=45)
+    joints[0, 18] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert paper.solve(joints).suspicious is None
+
+
+def test_noise_estimate_follows_the_noise(smpl):
+    body, _, robust, _ = smpl
+    _, joints, _ = _skeletons(body, 200, seed=46)
+    gen = torch.Generator().manual_seed(4)
+    for sigma_mm in (5.0, 20.0):
+        noisy = joints + sigma_mm / 1000 * torch.randn(joints.shape, generator=gen, dtype=torch.float64)
+        estimate = robust.shape_inverse.estimate_noise_mm(noisy, torch.zeros(200, dtype=torch.long))
+        assert 0.6 * sigma_mm < estimate[0] < 1.5 * sigma_mm
+
+
+def test_api_fit_is_robust_by_default_and_shares_one_shape(smpl):
+    from lib.api import load_solver
+    solver = load_solver("smpl", checkpoint=None)
+    assert solver.solver.robust is not None and load_solver("smpl", checkpoint=None, robust=False).solver.robust is None
+    _, joints, _ = _skeletons(smpl[0], 6, seed=47, same_person=True)
+    noisy = joints.float() + 0.01 * torch.randn(joints.shape, generator=torch.Generator().manual_seed(5))
+    fit = solver.fit(noisy.numpy(), same_person=True)
+    assert np.allclose(fit.betas, fit.betas[:1])
