@@ -24,6 +24,7 @@ from yacs.config import CfgNode
 
 from lib.data.user_joints import default_order, load_joint_order, skeleton_bones, to_slots
 from lib.engine.build import build_body_model, build_network, build_solver
+from lib.engine.threads import apply_thread_policy, map_chunks
 from lib.kinematics.tree import KinematicTree
 from lib.models.body_model import BodyModel
 from lib.models.pan import PartAwareNetwork
@@ -51,7 +52,7 @@ def _user_path(path: str | Path) -> str:
 
 def load_solver(body: str = "smpl", *, model: str | Path | None = None, checkpoint: str | Path | None = "default",
                 config: str | Path | None = None, device: str | torch.device = "cpu",
-                dtype: torch.dtype = torch.float32) -> BodySolver:
+                dtype: torch.dtype = torch.float32, threads: int | None = None) -> BodySolver:
     """A ready solver for one body model.
 
     Args:
@@ -61,6 +62,8 @@ def load_solver(body: str = "smpl", *, model: str | Path | None = None, checkpoi
         checkpoint: PAN weights: 'default' = the config's (the shipped open checkpoint), a path, or None for
             AnalyIK only. A checkpoint fits the body model it was trained on.
         config: a YAML config of this body (any key of ``lib/core/config.py``); default: the body's defaults.
+        threads: worker threads over batch chunks (0 = all cores; torch keeps one intra-op thread, see
+            :mod:`lib.engine.threads`); default: the config's ``THREADS``.
     """
     name = BODY_ALIASES.get(str(body).lower())
     if name is None:
@@ -72,20 +75,24 @@ def load_solver(body: str = "smpl", *, model: str | Path | None = None, checkpoi
         opts += ["MODEL.PRETRAINED", ""]
     elif checkpoint != "default":
         opts += ["MODEL.PRETRAINED", _user_path(checkpoint)]
+    if threads is not None:
+        opts += ["THREADS", str(threads)]
     cfg = _config_factory(name)(_user_path(config) if config else None, opts)
+    workers = apply_thread_policy(cfg.THREADS)
     device = torch.device(device)
     body_model = build_body_model(cfg, device, dtype=dtype)
     solver = build_solver(cfg, body_model)
     network = build_network(cfg, device, "MODEL.PRETRAINED").eval() if cfg.MODEL.PRETRAINED else None
-    return BodySolver(cfg, body_model, solver, network)
+    return BodySolver(cfg, body_model, solver, network, workers)
 
 
 class BodySolver:
     """A body model, its skeleton solver and (optionally) its Part-aware Network; :meth:`fit` runs them."""
 
     def __init__(self, cfg: CfgNode, body_model: BodyModel, solver: SkeletonSolver,
-                 network: PartAwareNetwork | None = None):
+                 network: PartAwareNetwork | None = None, workers: int = 1):
         self.cfg = cfg
+        self.workers = workers
         self.body_model = body_model
         self.solver = solver
         self.network = network
@@ -139,7 +146,7 @@ class BodySolver:
         parts = {"solved_betas": [], "rotmats": [], "translation": []}
         with tqdm(total=len(target), unit="frame", desc="fit", disable=not progress, dynamic_ncols=True) as bar:
             for chunk in target.split(batch_size):
-                solution = self.solver.solve(chunk, self.network)
+                solution = map_chunks(lambda part: self.solver.solve(part, self.network), (chunk,), self.workers)
                 parts["solved_betas"].append(solution.betas)
                 parts["rotmats"].append(solution.rotmats)
                 parts["translation"].append(solution.translation)
