@@ -44,6 +44,7 @@ class LowLatencySolver:
         if key not in self._recorded:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the checks' Python bools are expected
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.compile is no alternative: minutes
                 self._outputs(joints)  # builds the network's inference weights outside the recording
                 self._recorded[key] = torch.jit.trace(self._outputs, (joints,), check_trace=False)
         return self._recorded[key]
