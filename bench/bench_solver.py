@@ -3,11 +3,13 @@
 Rows (skeletons/s, or meshes/s), each with its ratio to the published-structure baseline:
   published   the published algorithm's structure re-implemented plainly (bench/published_baseline.py): rest joints
               from mesh forwards, PR-C V1 and AnalyIK one joint at a time, swing/twist split, axis-angle out
+  published ik only   its PR-C V1 + AnalyIK alone, on rest joints given (no Shape Inverse, no mesh forwards)
   adam        an optimisation-based fit as users run instead (SMPLify-style without an image term): Adam on pose
               and shape to the target joints through the mesh forward, with a shape prior; its MPVE is reported
   analyik     the project's SI + PR-C + AnalyIK (SkeletonSolver.solve without a network)
   mixik       the project's full path: SI + PR-C + AnalyIK + canonical skeleton + PAN + MixIK (no mesh)
   mixik xN    the same over N batch chunks side by side (the thread policy, lib/engine/threads.py)
+  mixik low-latency   the same recorded once per batch size (lib/solver/low_latency.py), for live capture
   mesh        the project's body model forward vs smplx.lbs.lbs on the same inputs
 Every figure is measured on an idle machine and again under a load the bench starts itself (one busy process per
 core, ended by the bench). Timing loops run torch on one intra-op thread (the policy); the 'intra-op' row shows
@@ -44,10 +46,11 @@ from lib.engine.build import build_body_model, build_network, build_solver, sele
 from lib.engine.metrics import mpve  # noqa: E402
 from lib.kinematics.rotations import rotmat_to_axis_angle  # noqa: E402
 
-try:  # absent in versions before the thread policy: the bench then skips the chunk-parallel row
+try:  # absent in versions before the thread policy / the low-latency path: the bench then skips those rows
     from lib.engine.threads import available_cores, map_chunks
+    from lib.solver.low_latency import LowLatencySolver
 except ImportError:  # pragma: no cover
-    map_chunks = None
+    map_chunks = LowLatencySolver = None
 
     def available_cores() -> int:
         return len(os.sched_getaffinity(0))
@@ -55,7 +58,10 @@ except ImportError:  # pragma: no cover
 
 def best_time(fn, device: torch.device, min_seconds: float, min_repeats: int = 2) -> float:
     """Seconds of one call: the best of repeated calls after a warm-up, repeated for at least ``min_seconds``."""
-    fn()
+    start = time.perf_counter()
+    fn()  # warm-up
+    if time.perf_counter() - start > 2 * min_seconds:
+        min_repeats = 1  # slow rows (the baselines at large batches): one timed call after the warm-up
     times, spent = [], 0.0
     while len(times) < min_repeats or spent < min_seconds:
         if device.type == "cuda":
@@ -161,12 +167,19 @@ def main() -> None:
     batches = (1, 1024, 16384) if args.full else (1, 1024)
     workers = available_cores()
 
+    low_latency = LowLatencySolver(solver, network) if LowLatencySolver is not None else None
+
     def skeleton_rows(batch: int, joints: torch.Tensor) -> dict:
+        with torch.no_grad():
+            rest = solver.rest_skeleton(solver.shape_inverse(joints))  # given to the 'ik only' row
         rows = {
             "published": lambda: published.solve(tree, body, pinv, joints),
+            "published ik only": lambda: published.analytic_ik(tree, rest, published.refine_v1(tree, rest, joints)),
             "analyik": lambda: solver.solve(joints),
             "mixik": lambda: solver.solve(joints, network),
         }
+        if LowLatencySolver is not None and batch <= 16:
+            rows["mixik low-latency"] = lambda: low_latency.solve(joints)
         if map_chunks is not None and batch >= 512 and workers > 1:
             rows[f"mixik x{workers}"] = lambda: map_chunks(lambda j: solver.solve(j, network), (joints,), workers)
             rows[f"analyik x{workers}"] = lambda: map_chunks(lambda j: solver.solve(j), (joints,), workers)
@@ -241,26 +254,27 @@ def main() -> None:
 
 def report(results: dict, accuracy: dict, stream: dict | None, load_before: tuple, device: torch.device,
            path: Path, full: bool) -> None:
-    baseline = {r["batch"]: r for r in results.values() if r["name"] == "published"}
-    smplx_mesh = {r["batch"]: r for r in results.values() if r["name"] == "mesh smplx.lbs"}
+    def by_batch(name: str) -> dict:
+        return {r["batch"]: r["idle"] for r in results.values() if r["name"] == name}
+
+    published_full, published_ik, smplx_mesh = by_batch("published"), by_batch("published ik only"), \
+        by_batch("mesh smplx.lbs")
     print(f"device {device}, torch {torch.__version__}, cores {available_cores()}, "
-          f"load average before {load_before[0]:.2f}")
-    print(f"{'row':<22}{'batch':>7} | {'idle /s':>10} {'ms':>9} {'x base':>7} | {'load /s':>10} {'ms':>9} "
-          f"{'x base':>7} {'load/idle':>9}")
+          f"load average before {load_before[0]:.2f}; ratios: idle rate over the published baseline's (meshes: over "
+          "smplx.lbs) and over its PR-C + AnalyIK alone")
+    print(f"{'row':<24}{'batch':>6} | {'idle /s':>9} {'ms':>9} {'x pub':>7} {'x ik':>6} | {'load /s':>9} {'ms':>9} "
+          f"{'load/idle':>9}")
     for entry in results.values():
-        base = smplx_mesh if entry["name"].startswith("mesh") else baseline
-        line = f"{entry['name']:<22}{entry['batch']:>7} |"
-        for key in ("idle", "load"):
-            figure = entry.get(key)
-            if figure is None:
-                line += f" {'-':>10} {'-':>9} {'-':>7} |" if key == "idle" else ""
-                continue
-            reference = base.get(entry["batch"], {}).get(key)
-            ratio = figure["per_s"] / reference["per_s"] if reference else float("nan")
-            line += f" {figure['per_s']:>10.0f} {figure['ms']:>9.2f} {ratio:>7.2f}"
-            line += " |" if key == "idle" else ""
-        if "load" in entry:
-            line += f" {entry['load']['per_s'] / entry['idle']['per_s']:>9.2f}"
+        idle, batch = entry["idle"], entry["batch"]
+        if entry["name"].startswith("mesh"):
+            ratios = (smplx_mesh.get(batch), None)
+        else:
+            ratios = (published_full.get(batch), published_ik.get(batch))
+        cells = [f"{idle['per_s'] / r['per_s']:.2f}" if r else "-" for r in ratios]
+        line = f"{entry['name']:<24}{batch:>6} | {idle['per_s']:>9.0f} {idle['ms']:>9.2f} {cells[0]:>7} {cells[1]:>6} |"
+        loaded = entry.get("load")
+        if loaded:
+            line += f" {loaded['per_s']:>9.0f} {loaded['ms']:>9.2f} {loaded['per_s'] / idle['per_s']:>9.2f}"
         print(line)
     print("MPVE on the same noise-free skeletons (mm): " + ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items()))
     mixik = results.get("mixik @1024", {}).get("idle")

@@ -17,12 +17,16 @@ from lib.kinematics.skeleton import bone_lengths, two_direction_rotation
 from lib.kinematics.tree import KinematicTree
 
 
-def mesh_rest_joints(body, betas: Tensor) -> Tensor:
-    """Rest joints (B, J, 3), root-relative, from a zero-pose mesh forward with smplx's ``lbs``."""
-    pose = betas.new_zeros(betas.shape[0], body.num_pose_joints * 3)
-    _, joints = lbs(betas, pose, body.v_template, body.shapedirs, body.posedirs, body.J_regressor, body.parents,
-                    body.lbs_weights, pose2rot=True)
-    return joints - joints[:, :1]
+def mesh_rest_joints(body, betas: Tensor, chunk: int = 1024) -> Tensor:
+    """Rest joints (B, J, 3), root-relative, from zero-pose mesh forwards with smplx's ``lbs``, ``chunk`` bodies at a
+    time (the reference's evaluation batch; a mesh batch of 16,384 would need gigabytes)."""
+    pieces = []
+    for part in betas.split(chunk):
+        pose = part.new_zeros(part.shape[0], body.num_pose_joints * 3)
+        _, joints = lbs(part, pose, body.v_template, body.shapedirs, body.posedirs, body.J_regressor, body.parents,
+                        body.lbs_weights, pose2rot=True)
+        pieces.append(joints - joints[:, :1])
+    return torch.cat(pieces)
 
 
 def shape_inverse(tree: KinematicTree, body, pinv: Tensor, joints: Tensor) -> Tensor:

@@ -28,7 +28,8 @@ from lib.engine.threads import apply_thread_policy, map_chunks
 from lib.kinematics.tree import KinematicTree
 from lib.models.body_model import BodyModel
 from lib.models.pan import PartAwareNetwork
-from lib.solver.pipeline import MAX_MEDIAN_BONE_M, SkeletonSolver, median_bone_length
+from lib.solver.low_latency import MAX_LOW_LATENCY_BATCH, LowLatencySolver
+from lib.solver.pipeline import MAX_MEDIAN_BONE_M, SkeletonSolver, Solution, median_bone_length
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class BodySolver:
                  network: PartAwareNetwork | None = None, workers: int = 1):
         self.cfg = cfg
         self.workers = workers
+        self.low_latency = LowLatencySolver(solver, network)  # few frames at a time (live capture)
         self.body_model = body_model
         self.solver = solver
         self.network = network
@@ -146,13 +148,19 @@ class BodySolver:
         parts = {"solved_betas": [], "rotmats": [], "translation": []}
         with tqdm(total=len(target), unit="frame", desc="fit", disable=not progress, dynamic_ncols=True) as bar:
             for chunk in target.split(batch_size):
-                solution = map_chunks(lambda part: self.solver.solve(part, self.network), (chunk,), self.workers)
+                solution = self._solve(chunk)
                 parts["solved_betas"].append(solution.betas)
                 parts["rotmats"].append(solution.rotmats)
                 parts["translation"].append(solution.translation)
                 bar.update(len(chunk))
         kind = _ArrayKind.of(joints)
         return BodyFit(self, target, **{k: torch.cat(v) for k, v in parts.items()}, kind=kind)
+
+    def _solve(self, chunk: Tensor) -> Solution:
+        """One chunk: the recorded low-latency path for a few frames, chunk workers for large batches."""
+        if len(chunk) <= MAX_LOW_LATENCY_BATCH:
+            return self.low_latency.solve(chunk)
+        return map_chunks(lambda part: self.solver.solve(part, self.network), (chunk,), self.workers)
 
 
 @dataclass
