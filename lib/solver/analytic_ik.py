@@ -21,6 +21,7 @@ from torch import Tensor
 
 from lib.kinematics.rotations import minimal_rotation, rotation_about_axis
 from lib.kinematics.skeleton import two_direction_rotation
+from lib.kinematics.slots import take_slots
 from lib.kinematics.tree import KinematicTree
 
 
@@ -74,17 +75,17 @@ def solve_rotations(tree: KinematicTree, rest: Tensor, target: Tensor, phi: Tens
     glob: dict[int, Tensor] = {}
     plan = _swing_plan(tree)
     joints, children = list(plan.joints), list(plan.children)
-    rest_bones = rest[:, children] - rest[:, joints]                                  # (B, S, 3)
-    target_bones = (target[:, children] - target[:, joints])[..., None]               # (B, S, 3, 1)
+    rest_bones = take_slots(rest, children) - take_slots(rest, joints)                # (B, S, 3)
+    target_bones = (take_slots(target, children) - take_slots(target, joints))[..., None]   # (B, S, 3, 1)
     twists = None
     if phi is not None:
-        cos, sin = phi[:, joints].unbind(-1)
+        cos, sin = take_slots(phi, joints).unbind(-1)
         twists = rotation_about_axis(rest_bones, cos, sin)                            # (B, S, 3, 3)
     relative = list(plan.relative)
     if relative:
         rel_joints, rel_parents = [joints[k] for k in relative], [plan.parents[k] for k in relative]
-        rest_parent_bones = rest[:, rel_joints] - rest[:, rel_parents]
-        target_parent_bones = (target[:, rel_joints] - target[:, rel_parents])[..., None]
+        rest_parent_bones = take_slots(rest, rel_joints) - take_slots(rest, rel_parents)
+        target_parent_bones = (take_slots(target, rel_joints) - take_slots(target, rel_parents))[..., None]
 
     root = tree.root
     local[root] = glob[root] = two_direction_rotation(tree, root, rest, target)
