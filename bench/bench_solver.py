@@ -99,12 +99,12 @@ def intra_op_threads(count: int):
 
 
 def sample_bodies(body, batch: int, seed: int, device: torch.device):
-    """Random poses (0.3 rad per axis) and shapes, their posed joints (B, J, 3) and meshes' inputs."""
+    """Random poses (0.3 rad per axis) (B, P, 3), shapes (B, K) and their root-relative posed joints (B, J, 3)."""
     gen = torch.Generator().manual_seed(seed)
     pose = (torch.randn(batch, body.num_pose_joints, 3, generator=gen) * 0.3).to(device)
     betas = torch.randn(batch, body.num_betas, generator=gen).to(device)
     with torch.no_grad():
-        joints = torch.cat([body(p, b).joints for p, b in zip(pose.split(1024), betas.split(1024))])
+        joints = torch.cat([body.posed_joints(p, b) for p, b in zip(pose.split(1024), betas.split(1024))])
     return pose, betas, joints - joints[:, :1]
 
 
@@ -127,20 +127,16 @@ def adam_fit(body, tree, joints: torch.Tensor, iterations: int, prior: float = 1
 
 
 def stream_child(frames: int) -> None:
-    """Fit ``frames`` skeletons in chunks of 1024 (full MixIK) and print the process's peak RSS in MB."""
-    torch.set_num_threads(1)
-    cfg = get_cfg(None, [])
-    body = build_body_model(cfg, torch.device("cpu"))
-    solver = build_solver(cfg, body)
-    network = build_network(cfg, torch.device("cpu"), "MODEL.PRETRAINED").eval()
-    rotmats = []
-    with torch.no_grad():
-        for start in range(0, frames, 1024):
-            _, _, joints = sample_bodies(body, min(1024, frames - start), start, torch.device("cpu"))
-            rotmats.append(solver.solve(joints, network).rotmats)
-    kept = torch.cat(rotmats)
-    print(json.dumps({"frames": kept.shape[0], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                      / 1024}))
+    """Fit ``frames`` skeletons through the user API (``load_solver().fit``: full MixIK in chunks of 1024, no meshes)
+    and print the process's peak RSS in MB."""
+    from lib.api import load_solver
+
+    solver = load_solver("smpl")
+    body = solver.body_model
+    joints = torch.cat([sample_bodies(body, min(1024, frames - start), start, torch.device("cpu"))[2]
+                        for start in range(0, frames, 1024)])
+    fit = solver.fit(joints.numpy(), batch_size=1024)
+    print(json.dumps({"frames": len(fit), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 def main() -> None:
