@@ -63,8 +63,8 @@ def load_solver(body: str = "smpl", *, model: str | Path | None = None, checkpoi
         checkpoint: PAN weights: 'default' = the config's (the shipped open checkpoint), a path, or None for
             AnalyIK only. A checkpoint fits the body model it was trained on.
         config: a YAML config of this body (any key of ``lib/core/config.py``); default: the body's defaults.
-        threads: worker threads over batch chunks (0 = all cores; torch keeps one intra-op thread, see
-            :mod:`lib.engine.threads`); default: the config's ``THREADS``.
+        threads: worker threads over batch chunks (0 = all cores); default: the config's ``THREADS``. Loading
+            sets torch to one intra-op thread for the process (the thread policy, :mod:`lib.engine.threads`).
     """
     name = BODY_ALIASES.get(str(body).lower())
     if name is None:
