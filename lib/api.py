@@ -24,11 +24,14 @@ from yacs.config import CfgNode
 
 from lib.data.user_joints import default_order, load_joint_order, skeleton_bones, to_slots
 from lib.engine.build import build_body_model, build_network, build_solver
+from lib.engine.threads import apply_thread_policy, map_chunks
 from lib.kinematics.skeleton import root_relative
 from lib.kinematics.tree import KinematicTree
 from lib.models.body_model import BodyModel
 from lib.models.pan import PartAwareNetwork
-from lib.solver.pipeline import MAX_MEDIAN_BONE_M, SkeletonSolver, check_skeleton, joints_at_origin, median_bone_length
+from lib.solver.low_latency import MAX_LOW_LATENCY_BATCH, LowLatencySolver
+from lib.solver.pipeline import (MAX_MEDIAN_BONE_M, SkeletonSolver, Solution, check_skeleton, joints_at_origin,
+                                 median_bone_length)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,8 @@ def _user_path(path: str | Path) -> str:
 
 def load_solver(body: str = "smpl", *, model: str | Path | None = None, checkpoint: str | Path | None = "default",
                 config: str | Path | None = None, device: str | torch.device = "cpu",
-                dtype: torch.dtype = torch.float32, robust: bool = True, suspicious: str = "warn") -> BodySolver:
+                dtype: torch.dtype = torch.float32, robust: bool = True, suspicious: str = "warn",
+                threads: int | None = None) -> BodySolver:
     """A ready solver for one body model.
 
     Args:
@@ -66,6 +70,8 @@ def load_solver(body: str = "smpl", *, model: str | Path | None = None, checkpoi
             paper's pipeline exactly.
         suspicious: robust mode, input joints at the origin or with implausible bones: 'warn' (reported) or 'fill'
             (reported and treated as missing: placed from the rest skeleton).
+        threads: worker threads over batch chunks (0 = all cores); default: the config's ``THREADS``. Loading
+            sets torch to one intra-op thread for the process (the thread policy, :mod:`lib.engine.threads`).
     """
     name = BODY_ALIASES.get(str(body).lower())
     if name is None:
@@ -78,20 +84,25 @@ def load_solver(body: str = "smpl", *, model: str | Path | None = None, checkpoi
     elif checkpoint != "default":
         opts += ["MODEL.PRETRAINED", _user_path(checkpoint)]
     opts += ["MODEL.ROBUST.ENABLED", bool(robust), "MODEL.ROBUST.SUSPICIOUS", suspicious]
+    if threads is not None:
+        opts += ["THREADS", str(threads)]
     cfg = _config_factory(name)(_user_path(config) if config else None, opts)
+    workers = apply_thread_policy(cfg.THREADS)
     device = torch.device(device)
     body_model = build_body_model(cfg, device, dtype=dtype)
     solver = build_solver(cfg, body_model)
     network = build_network(cfg, device, "MODEL.PRETRAINED").eval() if cfg.MODEL.PRETRAINED else None
-    return BodySolver(cfg, body_model, solver, network)
+    return BodySolver(cfg, body_model, solver, network, workers)
 
 
 class BodySolver:
     """A body model, its skeleton solver and (optionally) its Part-aware Network; :meth:`fit` runs them."""
 
     def __init__(self, cfg: CfgNode, body_model: BodyModel, solver: SkeletonSolver,
-                 network: PartAwareNetwork | None = None):
+                 network: PartAwareNetwork | None = None, workers: int = 1):
         self.cfg = cfg
+        self.workers = workers
+        self.low_latency = LowLatencySolver(solver, network)  # few frames at a time (live capture)
         self.body_model = body_model
         self.solver = solver
         self.network = network
@@ -150,7 +161,7 @@ class BodySolver:
             for start in range(0, len(target), batch_size):
                 chunk = target[start:start + batch_size]
                 betas = None if shared is None else shared[start:start + len(chunk)]
-                solution = self.solver.solve(chunk, self.network, betas=betas)
+                solution = self._solve(chunk, betas)
                 parts["solved_betas"].append(solution.betas)
                 parts["rotmats"].append(solution.rotmats)
                 parts["translation"].append(solution.translation)
@@ -165,6 +176,16 @@ class BodySolver:
         one_person = torch.zeros(len(target), dtype=torch.long, device=target.device)
         missing = joints_at_origin(self.tree, target) if self.solver.robust is not None else None
         return self.solver.shape(relative, one_person, missing)
+
+    def _solve(self, chunk: Tensor, betas: Tensor | None = None) -> Solution:
+        """One chunk: the recorded low-latency path for a few frames (paper mode, per-frame shapes: the recording
+        holds no data-dependent branch), chunk workers for large batches."""
+        if betas is not None:
+            return map_chunks(lambda part, shape: self.solver.solve(part, self.network, betas=shape), (chunk, betas),
+                              self.workers)
+        if self.solver.robust is None and len(chunk) <= MAX_LOW_LATENCY_BATCH:
+            return self.low_latency.solve(chunk)
+        return map_chunks(lambda part: self.solver.solve(part, self.network), (chunk,), self.workers)
 
 
 @dataclass

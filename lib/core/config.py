@@ -23,6 +23,7 @@ _C.LOGDIR = ""                      # explicit run directory; empty = <OUTPUT_DI
 _C.DEVICE = "cpu"                   # 'cpu' or 'cuda' (falls back to cpu with a warning when no GPU is present)
 _C.NUM_WORKERS = 0                  # DataLoader worker processes
 _C.SEED_VALUE = 1                   # seed for python, numpy and torch
+_C.THREADS = 1                      # solver threads over batch chunks (0 = all cores); torch: 1 intra-op thread
 
 _C.CUDNN = CN()
 _C.CUDNN.BENCHMARK = True           # torch.backends.cudnn.benchmark

@@ -18,12 +18,17 @@ from torch import Tensor
 from tqdm import tqdm
 
 from lib.engine.metrics import MeanMeter, mpbe, mpjpe, mpve
+from lib.engine.threads import join_batches, map_chunks
+from lib.kinematics.tree import KinematicTree
 from lib.kinematics.skeleton import root_relative
 from lib.models.body_model import BodyModel
 from lib.solver.pipeline import SkeletonSolver
 from lib.solver.twist import part_phis
 
 METHODS = ("analyik", "mixik", "oracle")
+# Samples whose meshes are made and compared at once: small enough that the (chunk, V, 3) meshes are reused from the
+# allocator rather than freshly mapped memory (which cost more than the skinning), large enough for few ops.
+MESH_CHUNK = 64
 
 
 @torch.no_grad()
@@ -31,8 +36,7 @@ def evaluate_batch(body_model: BodyModel, solver: SkeletonSolver, batch: dict, n
                    oracle_on_refined: bool = False) -> dict[str, Tensor]:
     """Per-sample metrics (mm) of one batch: {'mpbe', '<method>_mpjpe', '<method>_mpve'}."""
     tree = solver.tree
-    truth = body_model(batch["pose"], batch["betas"])
-    target = root_relative(tree, truth.joints)
+    target = root_relative(tree, body_model.posed_joints(batch["pose"], batch["betas"]))
     solution = solver.solve(target, network)  # the network (if any) reads the canonical AnalyIK skeleton
 
     rotations = {"analyik": solution.analytic_rotmats}
@@ -43,16 +47,38 @@ def evaluate_batch(body_model: BodyModel, solver: SkeletonSolver, batch: dict, n
         rotations["mixik"] = solution.rotmats
 
     out = {"mpbe": mpbe(tree, target, solution.rest)}
+    rows = range(target.shape[0])
+    metrics = [mesh_metrics(body_model, tree, {m: r[part] for m, r in rotations.items()}, batch["pose"][part],
+                            batch["betas"][part], solution.betas[part], target[part])
+               for part in (slice(start, start + MESH_CHUNK) for start in rows[::MESH_CHUNK])]
+    return {**out, **join_batches(metrics)}
+
+
+def mesh_metrics(body_model: BodyModel, tree: KinematicTree, rotations: dict[str, Tensor], pose: Tensor,
+                 betas: Tensor, solved_betas: Tensor, target: Tensor) -> dict[str, Tensor]:
+    """'<method>_mpjpe' and '<method>_mpve' (B,) of each method's rotations (B, P, 3, 3) against the truth mesh of
+    the db ``pose`` and ``betas``; ``solved_betas`` (B, K) are the estimated shape, ``target`` (B, J, 3) the
+    root-relative true joints.
+
+    Every mesh is computed once: the truth, one shaped template of the estimated betas shared by all methods, and
+    one pose of it per method.
+    """
+    truth = body_model(pose, betas).vertices
+    shaped = body_model.shaped(solved_betas)
+    out = {}
     for method, rotmats in rotations.items():
-        mesh = body_model(rotmats, solution.betas)
+        mesh = body_model.pose_shaped(rotmats, shaped)
         out[f"{method}_mpjpe"] = mpjpe(tree, mesh.joints, target)
-        out[f"{method}_mpve"] = mpve(mesh.vertices, truth.vertices)
+        out[f"{method}_mpve"] = mpve(mesh.vertices, truth)
     return out
 
 
 def evaluate(body_model: BodyModel, solver: SkeletonSolver, loader, device: torch.device, network=None,
-             oracle_on_refined: bool = False, desc: str = "eval") -> dict:
-    """Per-sample means over a DataLoader of db samples; returns {'n_samples', metric: mean}."""
+             oracle_on_refined: bool = False, desc: str = "eval", workers: int = 1) -> dict:
+    """Per-sample means over a DataLoader of db samples; returns {'n_samples', metric: mean}.
+
+    ``workers`` threads evaluate chunks of each batch side by side (:func:`lib.engine.threads.map_chunks`).
+    """
     if network is not None:
         network.eval()
     meter = MeanMeter()
@@ -60,7 +86,10 @@ def evaluate(body_model: BodyModel, solver: SkeletonSolver, loader, device: torc
     progress = tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True)
     for batch in progress:
         batch = {k: v.to(device=device, dtype=dtype) for k, v in batch.items() if torch.is_tensor(v)}
-        meter.update(evaluate_batch(body_model, solver, batch, network, oracle_on_refined))
+        def evaluate_chunk(*values: Tensor, keys: tuple = tuple(batch)) -> dict[str, Tensor]:
+            return evaluate_batch(body_model, solver, dict(zip(keys, values)), network, oracle_on_refined)
+
+        meter.update(map_chunks(evaluate_chunk, tuple(batch.values()), workers))
         running = meter.means()
         progress.set_postfix(analyik_mpve=f"{running['analyik_mpve']:.1f}",
                              **({"mixik_mpve": f"{running['mixik_mpve']:.1f}"} if network is not None else {}))

@@ -49,6 +49,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config", default=None, help="a YAML config of this body")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=1024, help="frames solved at once")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="worker threads over batch chunks (0 = all cores; default: the config's THREADS, 1); "
+                             "torch itself runs one intra-op thread")
     return parser.parse_args(argv)
 
 
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> dict:
 
     started = time.perf_counter()
     solver = load_solver(args.body, model=args.model, checkpoint=None if args.checkpoint == "none" else args.checkpoint,
-                         config=args.config, device=args.device)
+                         config=args.config, device=args.device, threads=args.threads)
     loaded = time.perf_counter()
     fit = solver.fit(joints, units=args.units, joint_order=args.joint_order, batch_size=args.batch_size,
                      progress=True)

@@ -12,11 +12,13 @@ from lib.core.config import resolve_path
 from lib.engine.build import (build_body_model, build_dataset, build_network, build_solver, configure_cudnn,
                               seed_everything, select_device)
 from lib.engine.evaluator import evaluate, format_table, results_record, write_record
+from lib.engine.threads import apply_thread_policy
 
 log = logging.getLogger(__name__)
 
 
 def evaluate_from_config(cfg: CfgNode) -> dict:
+    workers = apply_thread_policy(cfg.THREADS)
     device = select_device(cfg.DEVICE)
     seed_everything(cfg.SEED_VALUE)
     configure_cudnn(cfg)
@@ -29,7 +31,7 @@ def evaluate_from_config(cfg: CfgNode) -> dict:
         dataset = torch.utils.data.Subset(dataset, range(min(cfg.EVAL.MAX_SAMPLES, len(dataset))))
     loader = DataLoader(dataset, batch_size=cfg.TRAIN.BATCH_SIZE, shuffle=False, num_workers=cfg.NUM_WORKERS)
     means = evaluate(body_model, solver, loader, device, network, oracle_on_refined=cfg.EVAL.ORACLE_ON_REFINED,
-                     desc=f"eval {cfg.TRAIN.DATASET_EVAL}")
+                     desc=f"eval {cfg.TRAIN.DATASET_EVAL}", workers=workers)
     record = results_record(cfg.TRAIN.DATASET_EVAL, cfg.BODY, means)
     print(format_table(record))
     path = write_record(record, resolve_path(cfg.OUTPUT_DIR))

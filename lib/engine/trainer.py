@@ -32,6 +32,7 @@ from lib.engine.build import (build_body_model, build_dataset, build_network, co
                               random_states, robust_options, seed_everything, select_device, set_random_states,
                               tree_for)
 from lib.engine.losses import training_step
+from lib.engine.threads import apply_thread_policy
 from lib.io.safe_io import atomic_write
 from lib.models.checkpoint import load_pan_weights, save_checkpoint
 
@@ -110,6 +111,7 @@ class Trainer:
         self.cfg = cfg
         if cfg.TRAIN.RESUME and resume_state is None:
             resume_state = load_config_checkpoint(cfg, "TRAIN.RESUME")
+        apply_thread_policy(cfg.THREADS)  # one intra-op thread (the solver's small ops); see lib/engine/threads.py
         self.dist = Distributed(cfg.DEVICE)
         self.device = self.dist.device
         seed_everything(cfg.SEED_VALUE + self.dist.rank)

@@ -7,7 +7,8 @@
     body.rest_joints(betas)              # == out.joints_t from a precomputed linear map (no mesh)
 
 The math is smplx's (`blend_shapes`, `vertices2joints`, `batch_rodrigues`, `batch_rigid_transform`, its linear
-blend skinning), so results match `smplx.SMPL` / `smplx.SMPLX` to float rounding; the module here validates inputs,
+blend skinning; the joint regressor as a precomputed linear map of betas, the skinning over the non-zero weights
+only), so results match `smplx.SMPL` / `smplx.SMPLX` to float rounding; the module here validates inputs,
 holds buffers and also returns the rest joints of the shaped template. Nothing is unpickled by numpy or smplx:
 `.pkl` files go through `safe_pickle`, `.npz` files are read with `allow_pickle=False`.
 """
@@ -20,14 +21,14 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 import torch
-from smplx.lbs import batch_rigid_transform, batch_rodrigues, blend_shapes, vertices2joints
+from smplx.lbs import batch_rigid_transform, batch_rodrigues
 from smplx.vertex_ids import vertex_ids as SMPLX_PACKAGE_VERTEX_IDS
 from smplx.vertex_joint_selector import VertexJointSelector
 
 from lib.kinematics.tree import TREES
 from lib.models.safe_pickle import load_pickle
 
-__all__ = ['BodyOutput', 'BodyModel', 'load_body_model_data', 'VERTEX_JOINT_NAMES', 'DEFAULT_BODY_MODEL']
+__all__ = ['BodyOutput', 'BodyModel', 'ShapedBody', 'load_body_model_data', 'VERTEX_JOINT_NAMES', 'DEFAULT_BODY_MODEL']
 
 DEFAULT_BODY_MODEL = 'data/open/smpl/OPEN_SMPL_NEUTRAL.npz'
 _MODEL_SOURCES = ('real SMPL files come from https://smpl.is.tue.mpg.de and SMPL-X files from '
@@ -56,6 +57,7 @@ class _ModelSpec:
 # The tree's slots past its pose joints (SMPL-X: face, feet, fingertips) are filled with smplx's vertex joints.
 _SPECS = {name: _ModelSpec(num_pose_joints=tree.num_pose_joints, vertex_joints=tree.num_joints > tree.num_pose_joints)
           for name, tree in TREES.items()}
+SKIN_CHUNK = 8    # samples skinned at once (measured: 4-32 about equal, whole batches of 256 ~2x slower)
 _MAX_BETAS = 300  # smplx's SHAPE_SPACE_DIM: in SMPL-X files the expression directions follow column 300
 _SMPLX_PACKAGE_NUM_VERTICES = 10475  # the licensed SMPL-X topology that smplx's own vertex ids belong to
 
@@ -216,7 +218,28 @@ def _skin(v_posed: torch.Tensor, lbs_weights: torch.Tensor, transforms: torch.Te
     batch, num_joints = transforms.shape[:2]
     blended = torch.matmul(lbs_weights, transforms[:, :, :3, :].reshape(batch, num_joints, 12))    # (B, V, 12)
     blended = blended.reshape(batch, -1, 3, 4)
-    return torch.einsum('bvij,bvj->bvi', blended[..., :3], v_posed) + blended[..., 3]
+    # Three fused multiply-adds over whole tensors (an einsum here runs B*V tiny matrix products, ~1.5x slower).
+    vertices = torch.addcmul(blended[..., 3], blended[..., 0], v_posed[..., None, 0])
+    vertices = torch.addcmul(vertices, blended[..., 1], v_posed[..., None, 1])
+    return torch.addcmul(vertices, blended[..., 2], v_posed[..., None, 2])
+
+
+def _skin_in_chunks(v_posed: torch.Tensor, lbs_weights: torch.Tensor, transforms: torch.Tensor,
+                    chunk: int = SKIN_CHUNK) -> torch.Tensor:
+    """:func:`_skin` over batch chunks of ``chunk`` samples, concatenated: the same numbers, but the
+    intermediate (chunk, V, 12) blend stays small enough to be reused from the allocator instead of freshly
+    mapped (and page-faulted) memory, which dominated the skinning time of a batch of 256."""
+    if v_posed.shape[0] <= chunk:
+        return _skin(v_posed, lbs_weights, transforms)
+    pieces = [_skin(v, lbs_weights, t) for v, t in zip(v_posed.split(chunk), transforms.split(chunk))]
+    return torch.cat(pieces)
+
+
+class ShapedBody(NamedTuple):
+    """A body's shaped, unposed template: what every pose of the same betas shares."""
+
+    vertices: torch.Tensor   # (B, V, 3) template with the shape blend shapes
+    joints: torch.Tensor     # (B, J, 3) its joints (vertex joints included), == BodyOutput.joints_t
 
 
 class BodyOutput(NamedTuple):
@@ -259,6 +282,7 @@ class BodyModel(torch.nn.Module):
         num_verts = len(data['v_template'])
         buffer('v_template', np.asarray(data['v_template'], dtype=np.float64))                         # (V, 3)
         buffer('shapedirs', shapedirs)                                                                  # (V, 3, K)
+        buffer('shapedirs_flat', shapedirs.transpose(2, 0, 1).reshape(shapedirs.shape[2], -1))          # (K, 3V)
         buffer('posedirs', np.reshape(data['posedirs'], (num_verts * 3, -1)).T.astype(np.float64))     # (9(J-1), 3V)
         buffer('J_regressor', np.asarray(data['J_regressor'], dtype=np.float64))                        # (J, V)
         buffer('lbs_weights', np.asarray(data['weights'], dtype=np.float64))                            # (V, J)
@@ -340,23 +364,38 @@ class BodyModel(torch.nn.Module):
     def forward(self, pose: torch.Tensor, betas: torch.Tensor) -> BodyOutput:
         """pose (B, P, 3) or (B, P, 3, 3), betas (B, num_betas) -> vertices (B, V, 3), joints, joints_t (B, J, 3)."""
         rot_mats = self._rotation_matrices(pose)
-        batch = rot_mats.shape[0]
-        betas = self._check_betas(betas, batch)
+        return self.pose_shaped(rot_mats, self.shaped(self._check_betas(betas, rot_mats.shape[0])))
 
-        v_shaped = self.v_template + blend_shapes(betas, self.shapedirs)                       # (B, V, 3)
-        joints_rest = vertices2joints(self.J_regressor, v_shaped)                              # (B, P, 3)
+    def shaped(self, betas: torch.Tensor) -> ShapedBody:
+        """betas (B, num_betas) -> the shaped template (B, V, 3) and its rest joints (B, J, 3), to pose once or
+        several times with :meth:`pose_shaped` (e.g. several methods' poses of one estimated shape)."""
+        betas = self._check_betas(betas)
+        v_shaped = torch.addmm(self.v_template.reshape(-1), betas, self.shapedirs_flat)         # (B, 3V)
+        return ShapedBody(v_shaped.reshape(betas.shape[0], -1, 3), self.rest_joints(betas))
+
+    def pose_shaped(self, pose: torch.Tensor, shaped: ShapedBody) -> BodyOutput:
+        """pose (B, P, 3) or (B, P, 3, 3) of a :meth:`shaped` body (same B) -> :class:`BodyOutput`.
+
+        smplx's forward with the joint regressor replaced by the precomputed rest-joint map and the skinning done
+        in batch chunks (:func:`_skin_in_chunks`); equal to it to float rounding.
+        """
+        rot_mats = self._rotation_matrices(pose)
+        batch = rot_mats.shape[0]
+        v_shaped, rest = shaped
+        if v_shaped.shape[0] != batch:
+            raise ValueError(f'the shaped body has batch size {v_shaped.shape[0]}, the pose {batch}')
+        num = self.num_pose_joints
         v_posed = v_shaped
         if self.pose_blend_shapes:  # False for all-zero posedirs (the open models): skips a (B, 9(P-1), 3V) product
             identity = torch.eye(3, dtype=self.dtype, device=self.device)
             pose_feature = (rot_mats[:, 1:] - identity).reshape(batch, -1)                    # (B, 9(P-1))
             v_posed = torch.matmul(pose_feature, self.posedirs).reshape(batch, -1, 3) + v_shaped
-        joints, transforms = batch_rigid_transform(rot_mats, joints_rest, self.parents, dtype=self.dtype)
-        vertices = _skin(v_posed, self.lbs_weights, transforms)
-
+        joints, transforms = batch_rigid_transform(rot_mats, rest[:, :num].contiguous(), self.parents,
+                                                   dtype=self.dtype)
+        vertices = _skin_in_chunks(v_posed, self.lbs_weights, transforms)
         if self.vertex_joint_selector is not None:
             joints = self.vertex_joint_selector(vertices, joints)
-            joints_rest = self.vertex_joint_selector(v_shaped, joints_rest)
-        return BodyOutput(vertices=vertices, joints=joints, joints_t=joints_rest)
+        return BodyOutput(vertices=vertices, joints=joints, joints_t=rest)
 
     def posed_joints(self, pose: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
         """pose, betas as `forward` -> (B, J, 3) posed joints (== forward(...).joints) without skinning the mesh.

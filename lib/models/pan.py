@@ -165,7 +165,62 @@ class PartAwareNetwork(nn.Module):
                              f"got {tuple(betas.shape)}")
         joints = root_relative(self.tree, joints)
         betas = betas[:, :self.num_betas]
+        if not self.training and not torch.is_grad_enabled():
+            return self._fused().forward(joints, betas)
         return [self.branch(part)(joints, betas) for part in self.tree.parts]
+
+    def _fused(self) -> FusedParts:
+        """The inference form of the current weights, rebuilt whenever a parameter or statistic changed."""
+        tensors = list(self.parameters()) + list(self.buffers())
+        key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in tensors)
+        if getattr(self, "_fused_key", None) != key:
+            self._fused_parts = FusedParts(self)
+            self._fused_key = key
+        return self._fused_parts
+
+
+def _folded(linear: nn.Linear, norm: nn.BatchNorm1d) -> tuple[Tensor, Tensor]:
+    """Linear followed by an eval-mode BatchNorm1d as one affine map: weight (out, in), bias (out,)."""
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    return linear.weight * scale[:, None], (linear.bias - norm.running_mean) * scale + norm.bias
+
+
+class FusedParts:
+    """Inference-only form of a :class:`PartAwareNetwork` in eval mode: each Linear + BatchNorm folded into one
+    affine map and dropout dropped, so a dense layer is one ``addmm`` and one ``prelu`` (the module runs five ops
+    through BatchNorm, PReLU and Dropout). Equal to the module to float rounding."""
+
+    def __init__(self, network: PartAwareNetwork):
+        self.parts = []
+        with torch.no_grad():
+            for part in network.tree.parts:
+                branch = network.branch(part)
+                mlp = branch.mlp
+                dense = [(*_folded(mlp.pos_emd[0], mlp.pos_emd[1]), mlp.pos_emd[2].weight),
+                         (*_folded(mlp.beta_emd[0], mlp.beta_emd[1]), mlp.beta_emd[2].weight)]
+                for block in mlp.block[:3]:
+                    dense += [(*_folded(block.block[k], block.block[k + 1]), block.block[k + 2].weight)
+                              for k in (0, 4)]
+                head = mlp.block[3]
+                layers = [(weight.T.contiguous(), bias, slope.detach()) for weight, bias, slope in dense]
+                self.parts.append((branch.joint_index, mlp.num_twists, layers,
+                                   (head.weight.detach().T.contiguous(), head.bias.detach())))
+
+    @staticmethod
+    def _dense(x: Tensor, layer: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        weight, bias, slope = layer
+        return nn.functional.prelu(torch.addmm(bias, x, weight), slope)
+
+    def forward(self, joints: Tensor, betas: Tensor) -> list[Tensor]:
+        """Root-relative ``joints`` (B, J, 3), ``betas`` (B, num_betas) -> per part (B, n_twist, 2)."""
+        out = []
+        for joint_index, num_twists, layers, (head_weight, head_bias) in self.parts:
+            pos = self._dense(joints.index_select(1, joint_index).flatten(1), layers[0])
+            x = torch.cat([pos, self._dense(betas, layers[1])], dim=1)
+            for first, second in zip(layers[2::2], layers[3::2]):
+                x = x + self._dense(self._dense(x, first), second)
+            out.append(normalize_phi(torch.addmm(head_bias, x, head_weight).view(-1, num_twists, 2)))
+        return out
 
 
 def _check_disjoint_twists(tree: KinematicTree) -> None:

@@ -14,12 +14,44 @@ gives the same rotations as the reference's part-by-part refinement.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 from lib.kinematics.rotations import minimal_rotation, rotation_about_axis
 from lib.kinematics.skeleton import two_direction_rotation
+from lib.kinematics.slots import take_slots
 from lib.kinematics.tree import KinematicTree
+
+
+@dataclass(frozen=True)
+class _SwingPlan:
+    """A tree's swing joints ordered by level, so each level's joints are one contiguous slice of all of them."""
+
+    joints: tuple[int, ...]                  # swing joints (one IK child each), level by level
+    children: tuple[int, ...]                # their IK children
+    parents: tuple[int, ...]                 # their parents
+    level_slices: tuple[slice, ...]          # per tree level: its swing joints' positions in ``joints``
+    relative: tuple[int, ...]                # positions (in ``joints``) of relative joints (SMPL-X fingers)
+
+
+_PLANS: dict[int, tuple[KinematicTree, _SwingPlan]] = {}
+
+
+def _swing_plan(tree: KinematicTree) -> _SwingPlan:
+    cached = _PLANS.get(id(tree))
+    if cached is None or cached[0] is not tree:
+        joints, slices = [], []
+        for level in tree.levels:
+            start = len(joints)
+            joints += [j for j in level if j in tree.ik_child]
+            slices.append(slice(start, len(joints)))
+        plan = _SwingPlan(tuple(joints), tuple(tree.ik_child[j] for j in joints),
+                          tuple(tree.parents[j] for j in joints), tuple(slices),
+                          tuple(k for k, j in enumerate(joints) if j in tree.relative_joints))
+        cached = _PLANS[id(tree)] = (tree, plan)
+    return cached[1]
 
 
 def solve_rotations(tree: KinematicTree, rest: Tensor, target: Tensor, phi: Tensor | None = None,
@@ -35,50 +67,50 @@ def solve_rotations(tree: KinematicTree, rest: Tensor, target: Tensor, phi: Tens
             (:func:`lib.kinematics.skeleton.rigid_group_rotation`, the robust mode).
     Returns:
         (B, P, 3, 3) local rotation matrices, P = ``tree.num_pose_joints``, root first.
+
+    Everything that does not depend on the parents' rotations is computed once for all swing joints before the
+    walk (rest and target bones, the twist rotations); the walk itself does one batched product and one minimal
+    rotation per level.
     """
     batch, dtype, device = rest.shape[0], rest.dtype, rest.device
     eye = torch.eye(3, dtype=dtype, device=device).expand(batch, 3, 3)
     local: list[Tensor] = [eye] * tree.num_pose_joints
     glob: dict[int, Tensor] = {}
+    plan = _swing_plan(tree)
+    joints, children = list(plan.joints), list(plan.children)
+    rest_bones = take_slots(rest, children) - take_slots(rest, joints)                # (B, S, 3)
+    target_bones = (take_slots(target, children) - take_slots(target, joints))[..., None]   # (B, S, 3, 1)
+    twists = None
+    if phi is not None:
+        cos, sin = take_slots(phi, joints).unbind(-1)
+        twists = rotation_about_axis(rest_bones, cos, sin)                            # (B, S, 3, 3)
+    relative = list(plan.relative)
+    if relative:
+        rel_joints, rel_parents = [joints[k] for k in relative], [plan.parents[k] for k in relative]
+        rest_parent_bones = take_slots(rest, rel_joints) - take_slots(rest, rel_parents)
+        target_parent_bones = (take_slots(target, rel_joints) - take_slots(target, rel_parents))[..., None]
 
     root = tree.root
     local[root] = glob[root] = two_direction_rotation(tree, root, rest, target, fit=orientation_fit)
-    for level in tree.levels:
-        swing_joints = [j for j in level if j in tree.ik_child]
-        if swing_joints:
-            rotations = _swing_rotations(tree, swing_joints, rest, target, glob, phi)
-            for k, j in enumerate(swing_joints):
-                local[j] = rotations[:, k]
+    for level, positions in zip(tree.levels, plan.level_slices):
+        start, stop = positions.start, positions.stop
+        if stop > start:
+            to_parent = torch.stack([glob[p] for p in plan.parents[positions]], dim=1).transpose(-1, -2)
+            rotation = minimal_rotation(rest_bones[:, positions], (to_parent @ target_bones[:, positions])[..., 0])
+            here = [k - start for k in relative if start <= k < stop]
+            if here:
+                there = [relative.index(k + start) for k in here]
+                posed_parent = (to_parent[:, here] @ target_parent_bones[:, there])[..., 0]
+                correction = minimal_rotation(rest_parent_bones[:, there], posed_parent).transpose(-1, -2)
+                rotation = rotation.clone()
+                rotation[:, here] = correction @ rotation[:, here]
+            if twists is not None:
+                rotation = rotation @ twists[:, positions]
+            for k, j in enumerate(plan.joints[positions]):
+                local[j] = rotation[:, k]
         for j in level:
             if j in tree.two_direction_by_joint:
                 local[j] = two_direction_rotation(tree, j, rest, target, glob[tree.parents[j]], orientation_fit)
             if j < tree.num_pose_joints:
                 glob[j] = glob[tree.parents[j]] @ local[j]
     return torch.stack(local, dim=1)
-
-
-def _swing_rotations(tree: KinematicTree, joints: list[int], rest: Tensor, target: Tensor,
-                     glob: dict[int, Tensor], phi: Tensor | None) -> Tensor:
-    """Swing (and optional twist) rotations of same-depth joints with one child each: (B, n, 3, 3)."""
-    parents = [tree.parents[j] for j in joints]
-    children = [tree.ik_child[j] for j in joints]
-    to_parent = torch.stack([glob[p] for p in parents], dim=1).transpose(-1, -2)  # (B, n, 3, 3)
-
-    rest_bone = rest[:, children] - rest[:, joints]
-    posed_bone = (to_parent @ (target[:, children] - target[:, joints])[..., None])[..., 0]
-    rotation = minimal_rotation(rest_bone, posed_bone)
-
-    relative = [k for k, j in enumerate(joints) if j in tree.relative_joints]
-    if relative:
-        j_rel = [joints[k] for k in relative]
-        p_rel = [parents[k] for k in relative]
-        rest_parent_bone = rest[:, j_rel] - rest[:, p_rel]
-        posed_parent_bone = (to_parent[:, relative] @ (target[:, j_rel] - target[:, p_rel])[..., None])[..., 0]
-        correction = minimal_rotation(rest_parent_bone, posed_parent_bone).transpose(-1, -2)
-        rotation = rotation.clone()
-        rotation[:, relative] = correction @ rotation[:, relative]
-
-    if phi is not None:
-        cos, sin = phi[:, joints].unbind(-1)
-        rotation = rotation @ rotation_about_axis(rest_bone, cos, sin)
-    return rotation

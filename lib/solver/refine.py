@@ -14,6 +14,7 @@ from torch import Tensor
 
 from lib.kinematics.rotations import minimal_rotation, normalize
 from lib.kinematics.skeleton import root_relative, two_direction_rotation
+from lib.kinematics.slots import take_slots
 from lib.kinematics.tree import KinematicTree
 
 VARIANTS = ("v1", "v2", "none")
@@ -54,8 +55,8 @@ def refine_bone_lengths(tree: KinematicTree, rest: Tensor, target: Tensor, varia
         if aimed:
             parents = [tree.parents[j] for j in aimed]
             from_parent = torch.stack([placed[p] for p in parents], dim=1)
-            length = (rest[:, aimed] - rest[:, parents]).norm(dim=-1, keepdim=True)
-            new = from_parent + length * normalize(target[:, aimed] - from_parent)
+            length = (take_slots(rest, aimed) - take_slots(rest, parents)).norm(dim=-1, keepdim=True)
+            new = from_parent + length * normalize(take_slots(target, aimed) - from_parent)
             for k, j in enumerate(aimed):
                 placed[j] = new[:, k]
         for j in level:
