@@ -1,4 +1,5 @@
 """Fit SMPL / SMPL-X bodies to 3D joints: python fit.py --body smpl --joints my.npy [--out DIR] [--render] (--help)"""
+
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Train the SMPL Part-aware Network: python train_smpl.py --cfg <yaml> [KEY VALUE ...] (or under torchrun)."""
+
 from lib.core.smpl.config import get_cfg
 from lib.engine.cli import main_train
 

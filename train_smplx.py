@@ -1,4 +1,5 @@
 """Train the SMPL-X Part-aware Network: python train_smplx.py --cfg <yaml> [KEY VALUE ...] (or under torchrun)."""
+
 from lib.core.smplx.config import get_cfg
 from lib.engine.cli import main_train
 

@@ -21,6 +21,7 @@ Usage: python bench/bench_solver.py [--full] [--device cpu|cuda] [--json PATH] [
   --full: batches 1, 1024 and 16384, Adam on 64 skeletons x 200 iterations, meshes at 256, peak RSS streaming
           100,000 frames
 """
+
 from __future__ import annotations
 
 import argparse
@@ -105,7 +106,7 @@ def sample_bodies(body, batch: int, seed: int, device: torch.device):
     pose = (torch.randn(batch, body.num_pose_joints, 3, generator=gen) * 0.3).to(device)
     betas = torch.randn(batch, body.num_betas, generator=gen).to(device)
     with torch.no_grad():
-        joints = torch.cat([body.posed_joints(p, b) for p, b in zip(pose.split(1024), betas.split(1024))])
+        joints = torch.cat([body.posed_joints(p, b) for p, b in zip(pose.split(1024), betas.split(1024), strict=True)])
     return pose, betas, joints - joints[:, :1]
 
 
@@ -134,8 +135,12 @@ def stream_child(frames: int) -> None:
 
     solver = load_solver("smpl")
     body = solver.body_model
-    joints = torch.cat([sample_bodies(body, min(1024, frames - start), start, torch.device("cpu"))[2]
-                        for start in range(0, frames, 1024)])
+    joints = torch.cat(
+        [
+            sample_bodies(body, min(1024, frames - start), start, torch.device("cpu"))[2]
+            for start in range(0, frames, 1024)
+        ]
+    )
     fit = solver.fit(joints.numpy(), batch_size=1024)
     print(json.dumps({"frames": len(fit), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
@@ -197,9 +202,20 @@ def main() -> None:
     flat_pose = pose_m.reshape(mesh_batch, -1)
 
     def mesh_fns() -> dict:
-        return {"mesh smplx.lbs": lambda: lbs(betas_m, flat_pose, body.v_template, body.shapedirs, body.posedirs,
-                                              body.J_regressor, body.parents, body.lbs_weights, pose2rot=True),
-                "mesh ours": lambda: body(pose_m, betas_m)}
+        return {
+            "mesh smplx.lbs": lambda: lbs(
+                betas_m,
+                flat_pose,
+                body.v_template,
+                body.shapedirs,
+                body.posedirs,
+                body.J_regressor,
+                body.parents,
+                body.lbs_weights,
+                pose2rot=True,
+            ),
+            "mesh ours": lambda: body(pose_m, betas_m),
+        }
 
     def run_all(loaded: bool) -> None:
         for batch, (_, _, joints) in skeletons.items():
@@ -211,8 +227,14 @@ def main() -> None:
         if 1024 in skeletons:  # torch's default intra-op threads, the way the solver ran before the policy
             with intra_op_threads(default_threads):
                 joints = skeletons[1024][2]
-                measure(1024, {f"analyik intra-op {default_threads}": lambda: solver.solve(joints),
-                                   f"mixik intra-op {default_threads}": lambda: solver.solve(joints, network)}, loaded)
+                measure(
+                    1024,
+                    {
+                        f"analyik intra-op {default_threads}": lambda: solver.solve(joints),
+                        f"mixik intra-op {default_threads}": lambda: solver.solve(joints, network),
+                    },
+                    loaded,
+                )
 
     load_before = os.getloadavg()
     run_all(loaded=False)
@@ -237,8 +259,11 @@ def main() -> None:
         }
         _, published_pose = published.solve(tree, body, pinv, joints_a)
         agreement = (rotmat_to_axis_angle(solution.analytic_rotmats) - published_pose).abs().max().item()
-    results[f"adam @{adam_batch}"] = {"name": f"adam {iterations} it", "batch": adam_batch,
-                                      "idle": {"per_s": adam_batch / adam_seconds, "ms": adam_seconds * 1e3}}
+    results[f"adam @{adam_batch}"] = {
+        "name": f"adam {iterations} it",
+        "batch": adam_batch,
+        "idle": {"per_s": adam_batch / adam_seconds, "ms": adam_seconds * 1e3},
+    }
 
     stream = None
     if args.full:
@@ -249,18 +274,26 @@ def main() -> None:
     print(f"published baseline vs the project's AnalyIK: largest axis-angle difference {agreement:.1e} rad")
 
 
-def report(results: dict, accuracy: dict, stream: dict | None, load_before: tuple, device: torch.device,
-           path: Path, full: bool) -> None:
+def report(
+    results: dict, accuracy: dict, stream: dict | None, load_before: tuple, device: torch.device, path: Path, full: bool
+) -> None:
     def by_batch(name: str) -> dict:
         return {r["batch"]: r["idle"] for r in results.values() if r["name"] == name}
 
-    published_full, published_ik, smplx_mesh = by_batch("published"), by_batch("published ik only"), \
-        by_batch("mesh smplx.lbs")
-    print(f"device {device}, torch {torch.__version__}, cores {available_cores()}, "
-          f"load average before {load_before[0]:.2f}; ratios: idle rate over the published baseline's (meshes: over "
-          "smplx.lbs) and over its PR-C + AnalyIK alone")
-    print(f"{'row':<24}{'batch':>6} | {'idle /s':>9} {'ms':>9} {'x pub':>7} {'x ik':>6} | {'load /s':>9} {'ms':>9} "
-          f"{'load/idle':>9}")
+    published_full, published_ik, smplx_mesh = (
+        by_batch("published"),
+        by_batch("published ik only"),
+        by_batch("mesh smplx.lbs"),
+    )
+    print(
+        f"device {device}, torch {torch.__version__}, cores {available_cores()}, "
+        f"load average before {load_before[0]:.2f}; ratios: idle rate over the published baseline's (meshes: over "
+        "smplx.lbs) and over its PR-C + AnalyIK alone"
+    )
+    print(
+        f"{'row':<24}{'batch':>6} | {'idle /s':>9} {'ms':>9} {'x pub':>7} {'x ik':>6} | {'load /s':>9} {'ms':>9} "
+        f"{'load/idle':>9}"
+    )
     for entry in results.values():
         idle, batch = entry["idle"], entry["batch"]
         if entry["name"].startswith("mesh"):
@@ -280,9 +313,16 @@ def report(results: dict, accuracy: dict, stream: dict | None, load_before: tupl
         print(f"MixIK @1024 vs the Adam fit: {mixik['per_s'] / adam['per_s']:.0f}x faster")
     if stream:
         print(f"streaming 100,000 frames (full MixIK, chunks of 1024): {stream}")
-    record = {"device": str(device), "torch": torch.__version__, "cores": available_cores(), "full": full,
-              "load_average_before": load_before, "rows": list(results.values()), "mpve_mm": accuracy,
-              "stream": stream}
+    record = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "cores": available_cores(),
+        "full": full,
+        "load_average_before": load_before,
+        "rows": list(results.values()),
+        "mpve_mm": accuracy,
+        "stream": stream,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {path}")

@@ -10,6 +10,7 @@ Writes JSON and a PNG (MPVE vs sigma, both pipelines).
 Usage: python bench/noise_sweep.py --body smpl|smplx [--samples 2000] [--sigmas 0 5 10 20 30 50] [--seed 0]
        [--db path/to/<name>_test_db.pt] [--out output/noise_sweep]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,9 @@ def sequence_ids(vid_name: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sweep(body_model, solvers: dict, network, dataset: PoseDataset, sigmas, samples: int, seed: int,
-          batch_size: int = 500) -> list[dict]:
+def sweep(
+    body_model, solvers: dict, network, dataset: PoseDataset, sigmas, samples: int, seed: int, batch_size: int = 500
+) -> list[dict]:
     """One record per (sigma, pipeline): sample count and mean metrics (mm; beta error in beta units)."""
     tree = next(iter(solvers.values())).tree
     count = min(samples, len(dataset))
@@ -66,8 +68,11 @@ def sweep(body_model, solvers: dict, network, dataset: PoseDataset, sigmas, samp
                     warnings.simplefilter("ignore")
                     groups = ids[rows].to(device) if name == "robust" else None  # the paper: per frame
                     solution = solver.solve(noisy, network, groups=groups)
-                values = {"beta_abs_error": (solution.betas[:, :NUM_SHAPE_BETAS]
-                                             - batch["betas"][:, :NUM_SHAPE_BETAS]).abs().mean(dim=1)}
+                values = {
+                    "beta_abs_error": (solution.betas[:, :NUM_SHAPE_BETAS] - batch["betas"][:, :NUM_SHAPE_BETAS])
+                    .abs()
+                    .mean(dim=1)
+                }
                 methods = {"analyik": solution.analytic_rotmats}
                 if network is not None:
                     methods["mixik"] = solution.rotmats
@@ -78,8 +83,14 @@ def sweep(body_model, solvers: dict, network, dataset: PoseDataset, sigmas, samp
                 for key, value in values.items():
                     sums[name][key] = sums[name].get(key, 0.0) + value.double().sum().item()
         for name in solvers:
-            records.append({"sigma_mm": sigma, "pipeline": name, "n_samples": count,
-                            **{key: total / count for key, total in sums[name].items()}})
+            records.append(
+                {
+                    "sigma_mm": sigma,
+                    "pipeline": name,
+                    "n_samples": count,
+                    **{key: total / count for key, total in sums[name].items()},
+                }
+            )
     return records
 
 
@@ -89,20 +100,28 @@ def format_rows(records: list[dict], methods: tuple[str, ...]) -> list[str]:
     by = {(r["sigma_mm"], r["pipeline"]): r for r in records}
     last = methods[-1]
     header = "| sigma (mm) | " + " | ".join(f"{m} MPVE paper | robust" for m in methods)
-    lines = [header + f" | {last} change | {last} MPJPE paper | robust | beta err paper | robust |",
-             "|---:" * (6 + 2 * len(methods)) + "|"]
+    lines = [
+        header + f" | {last} change | {last} MPJPE paper | robust | beta err paper | robust |",
+        "|---:" * (6 + 2 * len(methods)) + "|",
+    ]
     for sigma in sorted({r["sigma_mm"] for r in records}):
         paper, robust = by[(sigma, "paper")], by[(sigma, "robust")]
         cells = [f"{sigma:g}"] + [f"{r[f'{m}_mpve_mm']:.1f}" for m in methods for r in (paper, robust)]
         a, b = paper[f"{last}_mpve_mm"], robust[f"{last}_mpve_mm"]
-        cells += [f"{100 * (b - a) / a:+.0f}%", f"{paper[f'{last}_mpjpe_mm']:.1f}", f"{robust[f'{last}_mpjpe_mm']:.1f}",
-                  f"{paper['beta_abs_error']:.2f}", f"{robust['beta_abs_error']:.2f}"]
+        cells += [
+            f"{100 * (b - a) / a:+.0f}%",
+            f"{paper[f'{last}_mpjpe_mm']:.1f}",
+            f"{robust[f'{last}_mpjpe_mm']:.1f}",
+            f"{paper['beta_abs_error']:.2f}",
+            f"{robust['beta_abs_error']:.2f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 def plot(records: list[dict], title: str, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -110,11 +129,19 @@ def plot(records: list[dict], title: str, path: Path) -> None:
     styles = {"paper": "--", "robust": "-"}
     for method, color in (("analyik", "tab:blue"), ("mixik", "tab:orange")):
         for pipeline in PIPELINES:
-            rows = sorted((r for r in records if r["pipeline"] == pipeline and f"{method}_mpve_mm" in r),
-                          key=lambda r: r["sigma_mm"])
+            rows = sorted(
+                (r for r in records if r["pipeline"] == pipeline and f"{method}_mpve_mm" in r),
+                key=lambda r: r["sigma_mm"],
+            )
             if rows:
-                ax.plot([r["sigma_mm"] for r in rows], [r[f"{method}_mpve_mm"] for r in rows], styles[pipeline],
-                        color=color, marker="o", label=f"{method} ({pipeline})")
+                ax.plot(
+                    [r["sigma_mm"] for r in rows],
+                    [r[f"{method}_mpve_mm"] for r in rows],
+                    styles[pipeline],
+                    color=color,
+                    marker="o",
+                    label=f"{method} ({pipeline})",
+                )
     ax.set_xlabel("joint noise sigma per axis (mm)")
     ax.set_ylabel("MPVE (mm)")
     ax.set_title(title)
@@ -140,8 +167,11 @@ def main(argv=None) -> None:
         parser.error("--samples must be >= 1 and every sigma >= 0")
 
     get_cfg = smpl_cfg if args.body == "smpl" else smplx_cfg
-    opts = [] if args.checkpoint == "default" else ["MODEL.PRETRAINED", "" if args.checkpoint == "none"
-                                                    else str(Path(args.checkpoint).absolute())]
+    opts = (
+        []
+        if args.checkpoint == "default"
+        else ["MODEL.PRETRAINED", "" if args.checkpoint == "none" else str(Path(args.checkpoint).absolute())]
+    )
     cfg = get_cfg(None, opts)
     robust_cfg = get_cfg(None, opts + ["MODEL.ROBUST.ENABLED", "True"])
     device = torch.device("cpu")
@@ -154,15 +184,23 @@ def main(argv=None) -> None:
 
     out_dir = resolve_path(args.out) if not Path(args.out).is_absolute() else Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = {"body": args.body, "seed": args.seed, "sigmas_mm": args.sigmas, "checkpoint": cfg.MODEL.PRETRAINED,
-              "command": " ".join(["python bench/noise_sweep.py", *sys.argv[1:]]), "datasets": {}}
+    result = {
+        "body": args.body,
+        "seed": args.seed,
+        "sigmas_mm": args.sigmas,
+        "checkpoint": cfg.MODEL.PRETRAINED,
+        "command": " ".join(["python bench/noise_sweep.py", *sys.argv[1:]]),
+        "datasets": {},
+    }
     for name, dataset in datasets.items():
         start = time.perf_counter()
         records = sweep(body_model, solvers, network, dataset, args.sigmas, args.samples, args.seed, args.batch)
         result["datasets"][name] = records
         methods = ("analyik", "mixik") if network is not None else ("analyik",)
-        print(f"{args.body} on {name} ({records[0]['n_samples']} samples, seed {args.seed}, "
-              f"{time.perf_counter() - start:.0f} s)")
+        print(
+            f"{args.body} on {name} ({records[0]['n_samples']} samples, seed {args.seed}, "
+            f"{time.perf_counter() - start:.0f} s)"
+        )
         print("\n".join(format_rows(records, methods)))
         png = out_dir / f"noise_sweep_{args.body}_{Path(name).stem}.png"
         plot(records, f"{'SMPL-X' if args.body == 'smplx' else 'SMPL'} on {name}: MPVE under joint noise", png)

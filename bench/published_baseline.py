@@ -6,6 +6,7 @@ walk the tree one joint at a time in Python, each joint's rotation split into sw
 (METHOD.md sections 3 and 5), the result converted to axis-angle. The arithmetic per joint is the same as the
 project's, so the rotations agree with it (the benchmark checks that).
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +24,17 @@ def mesh_rest_joints(body, betas: Tensor, chunk: int = 1024) -> Tensor:
     pieces = []
     for part in betas.split(chunk):
         pose = part.new_zeros(part.shape[0], body.num_pose_joints * 3)
-        _, joints = lbs(part, pose, body.v_template, body.shapedirs, body.posedirs, body.J_regressor, body.parents,
-                        body.lbs_weights, pose2rot=True)
+        _, joints = lbs(
+            part,
+            pose,
+            body.v_template,
+            body.shapedirs,
+            body.posedirs,
+            body.J_regressor,
+            body.parents,
+            body.lbs_weights,
+            pose2rot=True,
+        )
         pieces.append(joints - joints[:, :1])
     return torch.cat(pieces)
 

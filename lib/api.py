@@ -9,6 +9,7 @@
 The parameters reproduce the input joints with plain ``smplx.SMPL`` / ``smplx.SMPLX`` built on the same model file
 (SMPL-X: ``use_pca=False, flat_hand_mean=True``): ``smplx.SMPL(...)(**out.params)``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,14 @@ from lib.kinematics.tree import KinematicTree
 from lib.models.body_model import BodyModel
 from lib.models.pan import PartAwareNetwork
 from lib.solver.low_latency import MAX_LOW_LATENCY_BATCH, LowLatencySolver
-from lib.solver.pipeline import (MAX_MEDIAN_BONE_M, SkeletonSolver, Solution, check_skeleton, joints_at_origin,
-                                 median_bone_length)
+from lib.solver.pipeline import (
+    MAX_MEDIAN_BONE_M,
+    SkeletonSolver,
+    Solution,
+    check_skeleton,
+    joints_at_origin,
+    median_bone_length,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +60,18 @@ def _user_path(path: str | Path) -> str:
     return str(Path(path).expanduser().absolute())
 
 
-def load_solver(body: str = "smpl", *, model: str | Path | None = None, checkpoint: str | Path | None = "default",
-                config: str | Path | None = None, device: str | torch.device = "cpu",
-                dtype: torch.dtype = torch.float32, robust: bool = True, suspicious: str = "warn",
-                threads: int | None = None) -> BodySolver:
+def load_solver(
+    body: str = "smpl",
+    *,
+    model: str | Path | None = None,
+    checkpoint: str | Path | None = "default",
+    config: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    robust: bool = True,
+    suspicious: str = "warn",
+    threads: int | None = None,
+) -> BodySolver:
     """A ready solver for one body model.
 
     Args:
@@ -98,8 +113,14 @@ def load_solver(body: str = "smpl", *, model: str | Path | None = None, checkpoi
 class BodySolver:
     """A body model, its skeleton solver and (optionally) its Part-aware Network; :meth:`fit` runs them."""
 
-    def __init__(self, cfg: CfgNode, body_model: BodyModel, solver: SkeletonSolver,
-                 network: PartAwareNetwork | None = None, workers: int = 1):
+    def __init__(
+        self,
+        cfg: CfgNode,
+        body_model: BodyModel,
+        solver: SkeletonSolver,
+        network: PartAwareNetwork | None = None,
+        workers: int = 1,
+    ):
         self.cfg = cfg
         self.workers = workers
         self.low_latency = LowLatencySolver(solver, network)  # few frames at a time (live capture)
@@ -128,17 +149,30 @@ class BodySolver:
         bad = ~np.isfinite(array).all(axis=(1, 2))
         if bad.any():
             frames = np.flatnonzero(bad)
-            raise ValueError(f"{len(frames)} frame(s) contain NaN/inf (frames {_short_list(frames)}); drop or "
-                             "interpolate those frames first")
-        order = default_order(self.tree, array.shape[1]) if joint_order == "auto" else (
-            load_joint_order(joint_order) if isinstance(joint_order, str) else joint_order)
+            raise ValueError(
+                f"{len(frames)} frame(s) contain NaN/inf (frames {_short_list(frames)}); drop or "
+                "interpolate those frames first"
+            )
+        order = (
+            default_order(self.tree, array.shape[1])
+            if joint_order == "auto"
+            else (load_joint_order(joint_order) if isinstance(joint_order, str) else joint_order)
+        )
         slots = torch.as_tensor(to_slots(array, order, self.tree))
         slots = slots * _unit_scale(self.tree, slots, units)
         return slots.to(device=self.body_model.device, dtype=self.body_model.dtype)
 
     @torch.no_grad()
-    def fit(self, joints, *, units: str = "auto", joint_order: str | tuple | dict = "auto", batch_size: int = 1024,
-            progress: bool = False, same_person: bool = False) -> BodyFit:
+    def fit(
+        self,
+        joints,
+        *,
+        units: str = "auto",
+        joint_order: str | tuple | dict = "auto",
+        batch_size: int = 1024,
+        progress: bool = False,
+        same_person: bool = False,
+    ) -> BodyFit:
         """Fit the body to skeletons.
 
         Args:
@@ -159,8 +193,8 @@ class BodySolver:
         parts = {"solved_betas": [], "rotmats": [], "translation": []}
         with tqdm(total=len(target), unit="frame", desc="fit", disable=not progress, dynamic_ncols=True) as bar:
             for start in range(0, len(target), batch_size):
-                chunk = target[start:start + batch_size]
-                betas = None if shared is None else shared[start:start + len(chunk)]
+                chunk = target[start : start + batch_size]
+                betas = None if shared is None else shared[start : start + len(chunk)]
                 solution = self._solve(chunk, betas)
                 parts["solved_betas"].append(solution.betas)
                 parts["rotmats"].append(solution.rotmats)
@@ -181,8 +215,9 @@ class BodySolver:
         """One chunk: the recorded low-latency path for a few frames (paper mode, per-frame shapes: the recording
         holds no data-dependent branch), chunk workers for large batches."""
         if betas is not None:
-            return map_chunks(lambda part, shape: self.solver.solve(part, self.network, betas=shape), (chunk, betas),
-                              self.workers)
+            return map_chunks(
+                lambda part, shape: self.solver.solve(part, self.network, betas=shape), (chunk, betas), self.workers
+            )
         if self.solver.robust is None and len(chunk) <= MAX_LOW_LATENCY_BATCH:
             return self.low_latency.solve(chunk)
         return map_chunks(lambda part: self.solver.solve(part, self.network), (chunk,), self.workers)
@@ -221,10 +256,10 @@ class BodyFit:
     """
 
     owner: BodySolver
-    input_joints: Tensor   # (B, J, 3) the input in the tree's slots, metres
-    solved_betas: Tensor   # (B, K) (the parameter ``betas``, as a tensor on the body model's device)
-    rotmats: Tensor        # (B, P, 3, 3) local rotations
-    translation: Tensor    # (B, 3)
+    input_joints: Tensor  # (B, J, 3) the input in the tree's slots, metres
+    solved_betas: Tensor  # (B, K) (the parameter ``betas``, as a tensor on the body model's device)
+    rotmats: Tensor  # (B, P, 3, 3) local rotations
+    translation: Tensor  # (B, 3)
     kind: _ArrayKind = field(repr=False, default=None)
 
     def __post_init__(self):
@@ -263,10 +298,11 @@ class BodyFit:
         return self.owner.body_model.faces.cpu().numpy()
 
     def _param_tensors(self) -> dict[str, Tensor]:
-        rotvecs = roma.rotmat_to_rotvec(self.rotmats)   # (B, P, 3); roma is exact near pi
+        rotvecs = roma.rotmat_to_rotvec(self.rotmats)  # (B, P, 3); roma is exact near pi
         batch = len(rotvecs)
-        out = {group.name: rotvecs[:, group.slots].reshape(batch, 3 * group.size)
-               for group in self.owner.tree.pose_groups}
+        out = {
+            group.name: rotvecs[:, group.slots].reshape(batch, 3 * group.size) for group in self.owner.tree.pose_groups
+        }
         if self.owner.tree.name == "smplx":
             out["expression"] = rotvecs.new_zeros(batch, 10)
         out["betas"] = self.solved_betas
@@ -323,8 +359,10 @@ def _unit_scale(tree: KinematicTree, joints: Tensor, units: str) -> float:
     median = median_bone_length(tree, joints)
     if median > MAX_MEDIAN_BONE_M:
         guess = "mm" if median > 30.0 else "cm"
-        raise ValueError(f"the median bone is {median:.1f} long: the joints look like {guess}, the solver expects "
-                         f"metres; pass units='{guess}' (fit.py: --units {guess})")
+        raise ValueError(
+            f"the median bone is {median:.1f} long: the joints look like {guess}, the solver expects "
+            f"metres; pass units='{guess}' (fit.py: --units {guess})"
+        )
     return 1.0
 
 

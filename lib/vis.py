@@ -4,6 +4,7 @@ Orthographic projections drawn as 2D polygons (painter's algorithm, far faces fi
 no display, no OpenGL. The view follows the body, not the file's axes: "up" is the mean pelvis -> neck direction and
 "front" the side the hips face, so skeletons in y-up or z-up files both stand upright.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,25 +37,38 @@ def body_views(tree: KinematicTree, joints: np.ndarray) -> dict[str, np.ndarray]
     left = (joints[:, name["left_hip"]] - joints[:, name["right_hip"]]).mean(axis=0)
     left = _unit(left - left.dot(up) * up)
     forward = np.cross(left, up)
-    return {"front": np.stack([left, up, forward]),      # facing the camera: the body's left on the screen's right
-            "side": np.stack([forward, up, -left])}      # from the body's right: it faces screen right
+    return {
+        "front": np.stack([left, up, forward]),  # facing the camera: the body's left on the screen's right
+        "side": np.stack([forward, up, -left]),
+    }  # from the body's right: it faces screen right
 
 
-def draw_body(ax, vertices: np.ndarray, faces: np.ndarray, joints: np.ndarray, bones: list[tuple[int, int]],
-              view: np.ndarray, centre: np.ndarray, half_size: float, title: str = "") -> None:
+def draw_body(
+    ax,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    joints: np.ndarray,
+    bones: list[tuple[int, int]],
+    view: np.ndarray,
+    centre: np.ndarray,
+    half_size: float,
+    title: str = "",
+) -> None:
     """One orthographic view: mesh (V, 3) shaded, skeleton joints (J, 3) with ``bones`` (parent, child) over it."""
     v = (vertices - centre) @ view.T
-    triangles = v[faces]                                                  # (F, 3, 3)
+    triangles = v[faces]  # (F, 3, 3)
     normals = np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
     shade = 0.35 + 0.65 * np.clip(normals @ LIGHT, 0.0, 1.0)
-    order = np.argsort(triangles[:, :, 2].mean(axis=1))                  # far first
+    order = np.argsort(triangles[:, :, 2].mean(axis=1))  # far first
     colours = np.clip(shade[order, None] * MESH_RGB, 0.0, 1.0)
-    ax.add_collection(PolyCollection(triangles[order, :, :2], facecolors=colours, edgecolors="none",
-                                     antialiased=False, rasterized=True, zorder=1))
+    ax.add_collection(
+        PolyCollection(
+            triangles[order, :, :2], facecolors=colours, edgecolors="none", antialiased=False, rasterized=True, zorder=1
+        )
+    )
     j = (joints - centre) @ view.T
-    ax.add_collection(LineCollection([j[[p, c], :2] for p, c in bones], colors=SKELETON_RGB, linewidths=1.4,
-                                     zorder=3))
+    ax.add_collection(LineCollection([j[[p, c], :2] for p, c in bones], colors=SKELETON_RGB, linewidths=1.4, zorder=3))
     used = sorted({k for bone in bones for k in bone})
     ax.scatter(j[used, 0], j[used, 1], s=6, c=SKELETON_RGB, zorder=4, linewidths=0)
     ax.set_xlim(-half_size, half_size)
@@ -66,8 +80,16 @@ def draw_body(ax, vertices: np.ndarray, faces: np.ndarray, joints: np.ndarray, b
         ax.set_title(title, fontsize=8)
 
 
-def render(path: str | Path, tree: KinematicTree, vertices: np.ndarray, faces: np.ndarray, joints: np.ndarray,
-           bones: list[tuple[int, int]], labels: list[str] | None = None, views: dict | None = None) -> Path:
+def render(
+    path: str | Path,
+    tree: KinematicTree,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    joints: np.ndarray,
+    bones: list[tuple[int, int]],
+    labels: list[str] | None = None,
+    views: dict | None = None,
+) -> Path:
     """A PNG of N frames: one frame's front and side views side by side, or one column per frame (front above side).
 
     vertices (N, V, 3), faces (F, 3), joints (N, J, 3) the input skeletons in tree slots.

@@ -1,4 +1,5 @@
 """Shared fixtures: a plausible rest skeleton for each tree and random poses on it."""
+
 import sys
 from pathlib import Path
 
@@ -25,11 +26,11 @@ def t_pose_skeleton(tree, dtype=torch.float64):
         for j in level:
             p = tree.parents[j]
             side = 1.0 if (rest[p, 0] > 0 or (rest[p, 0] == 0 and j % 2 == 1)) else -1.0
-            if rest[p, 0].abs() > 0.15:      # arm and hand: straight out sideways
+            if rest[p, 0].abs() > 0.15:  # arm and hand: straight out sideways
                 step = torch.tensor([0.08 * side, 0.0, 0.0], dtype=dtype)
             elif rest[p, 1] < -0.05 or p in (1, 2):  # leg: straight down
                 step = torch.tensor([0.0, -0.2, 0.0], dtype=dtype)
-            else:                            # trunk and its branches
+            else:  # trunk and its branches
                 step = torch.tensor([0.07 * side * (j % 3 != 0), 0.1, 0.0], dtype=dtype)
             if j in (1, 2):
                 step = torch.tensor([0.09 * side, -0.08, 0.0], dtype=dtype)

@@ -1,13 +1,14 @@
 """AnalyIK and MixIK on both trees: round trips through skeleton forward kinematics, and degenerate targets."""
+
 import math
 
 import roma
 import torch
-
 from conftest import posed_skeleton, random_pose, t_pose_skeleton
+
 from lib.kinematics.skeleton import forward_kinematics
 from lib.solver.analytic_ik import solve_rotations
-from lib.solver.twist import angles_to_phi, phi_per_joint, part_phis, twist_angles
+from lib.solver.twist import angles_to_phi, part_phis, phi_per_joint, twist_angles
 
 
 def _determined_joints(tree):

@@ -1,4 +1,5 @@
 """lib.api: joints in any form -> smplx-convention parameters that plain smplx turns back into the same joints."""
+
 import json
 
 import numpy as np
@@ -39,9 +40,12 @@ def smpl_truth(plain_smpl):
     """Noise-free SMPL skeletons from plain smplx, with a translation: (joints (B, 24, 3) float64 numpy, params)."""
     sample = sample_smpl_poses(12, seed=21)
     pose = torch.as_tensor(sample.pose, dtype=torch.float32)
-    params = {"global_orient": pose[:, 0], "body_pose": pose[:, 1:].reshape(12, 69),
-              "betas": torch.as_tensor(sample.betas[:, :10], dtype=torch.float32),
-              "transl": torch.randn(12, 3, generator=torch.Generator().manual_seed(0)) + torch.tensor([0, 0, 3.0])}
+    params = {
+        "global_orient": pose[:, 0],
+        "body_pose": pose[:, 1:].reshape(12, 69),
+        "betas": torch.as_tensor(sample.betas[:, :10], dtype=torch.float32),
+        "transl": torch.randn(12, 3, generator=torch.Generator().manual_seed(0)) + torch.tensor([0, 0, 3.0]),
+    }
     with torch.no_grad():
         joints = plain_smpl(**params).joints[:, :24]
     return joints.numpy().astype(np.float64), params
@@ -69,13 +73,21 @@ def test_smplx_round_trip_through_plain_smplx():
     sample = sample_smplx_poses(6, seed=22)
     pose = torch.as_tensor(sample.pose, dtype=torch.float32)
     b = len(pose)
-    plain = smplx.SMPLX(model_path=str(SMPLX_FILE), use_pca=False, flat_hand_mean=True, num_betas=10,
-                        num_expression_coeffs=10)
-    truth = {"global_orient": pose[:, 0], "body_pose": pose[:, 1:22].reshape(b, 63), "jaw_pose": pose[:, 22],
-             "leye_pose": pose[:, 23], "reye_pose": pose[:, 24], "left_hand_pose": pose[:, 25:40].reshape(b, 45),
-             "right_hand_pose": pose[:, 40:55].reshape(b, 45), "expression": torch.zeros(b, 10),
-             "betas": torch.as_tensor(sample.betas[:, :10], dtype=torch.float32),
-             "transl": torch.tensor([[0.5, 1.0, -2.0]]).expand(b, 3)}
+    plain = smplx.SMPLX(
+        model_path=str(SMPLX_FILE), use_pca=False, flat_hand_mean=True, num_betas=10, num_expression_coeffs=10
+    )
+    truth = {
+        "global_orient": pose[:, 0],
+        "body_pose": pose[:, 1:22].reshape(b, 63),
+        "jaw_pose": pose[:, 22],
+        "leye_pose": pose[:, 23],
+        "reye_pose": pose[:, 24],
+        "left_hand_pose": pose[:, 25:40].reshape(b, 45),
+        "right_hand_pose": pose[:, 40:55].reshape(b, 45),
+        "expression": torch.zeros(b, 10),
+        "betas": torch.as_tensor(sample.betas[:, :10], dtype=torch.float32),
+        "transl": torch.tensor([[0.5, 1.0, -2.0]]).expand(b, 3),
+    }
     with torch.no_grad():
         plain_joints = plain(**truth).joints  # joints 0-54 come from the file's regressor: plain smplx as it is
         # smplx's own fingertip vertex ids belong to the licensed mesh; the open file carries its own (vid_ keys)
@@ -126,11 +138,14 @@ def test_a_json_joint_order_maps_other_skeletons(smpl_solver, smpl_truth, tmp_pa
         smpl_solver.fit(other, joint_order=str(order_file))
 
 
-@pytest.mark.parametrize("bad, message", [
-    (np.zeros((4, 24, 2)), r"shape \(J, 3\) or \(frames, J, 3\)"),
-    (np.zeros((4, 20, 3)), "20 joints per frame matches no built-in joint order"),
-    (np.full((2, 24, 3), np.nan), r"2 frame\(s\) contain NaN"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((4, 24, 2)), r"shape \(J, 3\) or \(frames, J, 3\)"),
+        (np.zeros((4, 20, 3)), "20 joints per frame matches no built-in joint order"),
+        (np.full((2, 24, 3), np.nan), r"2 frame\(s\) contain NaN"),
+    ],
+)
 def test_bad_input_gets_one_clear_error(smpl_solver, bad, message):
     with pytest.raises(ValueError, match=message):
         smpl_solver.fit(bad)
@@ -147,8 +162,9 @@ def test_joint_files(tmp_path, smpl_truth):
     np.savez(tmp_path / "one.npz", joints=joints)
     np.savez(tmp_path / "two.npz", joints=joints, other=joints)
     (tmp_path / "j.json").write_text(json.dumps(joints.tolist()))
-    (tmp_path / "j.csv").write_text("header\n" + "\n".join(",".join(map(str, row.tolist())) for row in
-                                                             joints.reshape(3, -1)))
+    (tmp_path / "j.csv").write_text(
+        "header\n" + "\n".join(",".join(map(str, row.tolist())) for row in joints.reshape(3, -1))
+    )
     for name in ("one.npz", "j.json", "j.csv"):
         assert np.allclose(read_joints(tmp_path / name), joints)
     assert np.allclose(read_joints(tmp_path / "two.npz", "other"), joints)

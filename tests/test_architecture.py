@@ -3,6 +3,7 @@
 Every import statement counts, function-local ones included (the whole AST is walked), relative imports are resolved,
 and ``from package import name`` counts as importing ``package.name`` when that is a module.
 """
+
 from __future__ import annotations
 
 import ast
@@ -39,7 +40,7 @@ def imports_of(module: str, path: Path, modules: dict[str, Path], package: str =
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                anchor = here[:len(here) - node.level + 1]
+                anchor = here[: len(here) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
         else:
@@ -61,12 +62,18 @@ def import_graph(root: Path, package: str = "lib") -> dict[str, list[tuple[str, 
 
 def room_violations(graph: dict[str, list[tuple[str, int]]], package: str = "lib") -> list[str]:
     """'lib.data.db:447 imports lib.core.config' for each lower-room module importing core or engine."""
+
     def room(name: str) -> str:
         parts = name.split(".")
         return parts[1] if len(parts) > 1 else ""
 
-    return [f"{source}:{line} imports {target}" for source, edges in graph.items() if room(source) in LOWER_ROOMS
-            for target, line in edges if room(target) in CONFIG_ROOMS]
+    return [
+        f"{source}:{line} imports {target}"
+        for source, edges in graph.items()
+        if room(source) in LOWER_ROOMS
+        for target, line in edges
+        if room(target) in CONFIG_ROOMS
+    ]
 
 
 def import_cycles(graph: dict[str, list[tuple[str, int]]]) -> list[list[str]]:
@@ -87,7 +94,7 @@ def import_cycles(graph: dict[str, list[tuple[str, int]]]) -> list[list[str]]:
                 path.pop()
                 done.add(node)
             elif child in on_path:
-                cycles.append(path[path.index(child):] + [child])
+                cycles.append(path[path.index(child) :] + [child])
             elif child not in done:
                 stack.append((child, iter(edges.get(child, []))))
                 on_path.add(child)

@@ -1,4 +1,5 @@
 """Config mistakes: one line naming the key (and the closest valid keys), exit status 2, no traceback."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,15 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
 def eval_smpl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "eval_smpl.py", *args], cwd=REPO_ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "eval_smpl.py", *args],
+        cwd=REPO_ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -29,25 +37,36 @@ def yaml_files(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("args, expected", [
-    (("--cfg", "{dir}/typo.yaml"), ("error: unknown config key MODEL.PR_VARIANTT ({dir}/typo.yaml); did you mean "
-                                    "MODEL.PR_VARIANT?")),
-    (("MODEL.PR_VARIANTT", "v2"), ("error: unknown config key MODEL.PR_VARIANTT (command line); did you mean "
-                                   "MODEL.PR_VARIANT?")),
-    (("TRAIN.BATCHSIZE", "8"), ("error: unknown config key TRAIN.BATCHSIZE (command line); did you mean "
-                                "TRAIN.BATCH_SIZE?")),
-    (("BATCH_SIZE", "8"), "did you mean TRAIN.BATCH_SIZE?"),
-    (("--cfg", "{dir}/broken.yaml"), "error: {dir}/broken.yaml: line 3, column 6: not valid YAML"),
-    (("--cfg", "{dir}/list.yaml"), "expected a mapping of config keys"),
-    (("--cfg", "{dir}/wrong_type.yaml"), ("error: TRAIN.BATCH_SIZE ({dir}/wrong_type.yaml) expects an integer "
-                                          "(default 1024), got 'many' (str)")),
-    (("MODEL.MLP.EMBED_DIM", "wide"), "error: MODEL.MLP.EMBED_DIM (command line) expects an integer"),
-    (("TRAIN.DATASETS_3D", "AMASS"), "TRAIN.DATASETS_3D (command line) expects a list (default ['SYNTHETIC'])"),
-    (("MODEL.MLP", "3"), "MODEL.MLP (command line) is a group of keys"),
-    (("MODEL.PR_VARIANT", "v3"), "MODEL.PR_VARIANT='v3'"),
-    (("TRAIN.END_EPOCH",), "KEY VALUE pairs"),
-    (("--cfg", "{dir}/missing.yaml"), "config file not found"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ("--cfg", "{dir}/typo.yaml"),
+            ("error: unknown config key MODEL.PR_VARIANTT ({dir}/typo.yaml); did you mean MODEL.PR_VARIANT?"),
+        ),
+        (
+            ("MODEL.PR_VARIANTT", "v2"),
+            ("error: unknown config key MODEL.PR_VARIANTT (command line); did you mean MODEL.PR_VARIANT?"),
+        ),
+        (
+            ("TRAIN.BATCHSIZE", "8"),
+            ("error: unknown config key TRAIN.BATCHSIZE (command line); did you mean TRAIN.BATCH_SIZE?"),
+        ),
+        (("BATCH_SIZE", "8"), "did you mean TRAIN.BATCH_SIZE?"),
+        (("--cfg", "{dir}/broken.yaml"), "error: {dir}/broken.yaml: line 3, column 6: not valid YAML"),
+        (("--cfg", "{dir}/list.yaml"), "expected a mapping of config keys"),
+        (
+            ("--cfg", "{dir}/wrong_type.yaml"),
+            ("error: TRAIN.BATCH_SIZE ({dir}/wrong_type.yaml) expects an integer (default 1024), got 'many' (str)"),
+        ),
+        (("MODEL.MLP.EMBED_DIM", "wide"), "error: MODEL.MLP.EMBED_DIM (command line) expects an integer"),
+        (("TRAIN.DATASETS_3D", "AMASS"), "TRAIN.DATASETS_3D (command line) expects a list (default ['SYNTHETIC'])"),
+        (("MODEL.MLP", "3"), "MODEL.MLP (command line) is a group of keys"),
+        (("MODEL.PR_VARIANT", "v3"), "MODEL.PR_VARIANT='v3'"),
+        (("TRAIN.END_EPOCH",), "KEY VALUE pairs"),
+        (("--cfg", "{dir}/missing.yaml"), "config file not found"),
+    ],
+)
 def test_config_mistakes_print_one_line(yaml_files, args, expected):
     result = eval_smpl(*(a.format(dir=yaml_files) for a in args))
     assert result.returncode == 2
@@ -60,8 +79,18 @@ def test_config_mistakes_print_one_line(yaml_files, args, expected):
 def test_every_key_is_reachable_and_values_coerce():
     keys = config_keys(defaults())
     assert "MODEL.MLP.EMBED_DIM" in keys and "TRAIN.RESUME" in keys and "MODEL.MLP" not in keys
-    cfg = smpl_cfg(opts=["TRAIN.GEN_LR", "1", "TRAIN.DATASETS_3D", "('AMASS', 'AGORA')", "EVAL.MAX_SAMPLES", 5,
-                         "MODEL.PRETRAINED", ""])
+    cfg = smpl_cfg(
+        opts=[
+            "TRAIN.GEN_LR",
+            "1",
+            "TRAIN.DATASETS_3D",
+            "('AMASS', 'AGORA')",
+            "EVAL.MAX_SAMPLES",
+            5,
+            "MODEL.PRETRAINED",
+            "",
+        ]
+    )
     assert cfg.TRAIN.GEN_LR == 1.0 and isinstance(cfg.TRAIN.GEN_LR, float)
     assert cfg.TRAIN.DATASETS_3D == ["AMASS", "AGORA"] and cfg.EVAL.MAX_SAMPLES == 5 and cfg.MODEL.PRETRAINED == ""
     with pytest.raises(ConfigError, match="expects an integer"):

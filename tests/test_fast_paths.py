@@ -1,6 +1,7 @@
 """The fast paths give the plain paths' numbers: the level-batched IK against a joint-by-joint walk, the small-batch
 quaternion conversion against roma, chunked skinning against smplx's lbs, the fused network against its modules,
 the recorded low-latency solver against solve, and chunk workers against one piece."""
+
 import pytest
 import roma
 import torch
@@ -79,8 +80,16 @@ def test_chunked_skinning_equals_smplx_lbs(open_smpl):
     batch = 3 * SKIN_CHUNK + 1
     gen = torch.Generator().manual_seed(0)
     pose, betas = torch.randn(batch, 24, 3, generator=gen) * 0.5, torch.randn(batch, 10, generator=gen)
-    vertices, joints = lbs(betas, pose.reshape(batch, -1), body.v_template, body.shapedirs, body.posedirs,
-                           body.J_regressor, body.parents, body.lbs_weights)
+    vertices, joints = lbs(
+        betas,
+        pose.reshape(batch, -1),
+        body.v_template,
+        body.shapedirs,
+        body.posedirs,
+        body.J_regressor,
+        body.parents,
+        body.lbs_weights,
+    )
     out = body(pose, betas)
     assert torch.allclose(out.vertices, vertices, atol=1e-5) and torch.allclose(out.joints, joints, atol=1e-5)
     shared = body.pose_shaped(pose, body.shaped(betas))
@@ -93,8 +102,11 @@ def _randomised_network(tree, seed=0):
     with torch.no_grad():
         for name, tensor in network.state_dict().items():
             if tensor.is_floating_point():
-                values = torch.rand(tensor.shape, generator=gen) + 0.5 if "running_var" in name else \
-                    torch.randn(tensor.shape, generator=gen) * 0.2
+                values = (
+                    torch.rand(tensor.shape, generator=gen) + 0.5
+                    if "running_var" in name
+                    else torch.randn(tensor.shape, generator=gen) * 0.2
+                )
                 tensor.copy_(values)
     return network.eval()
 
@@ -108,9 +120,9 @@ def test_fused_network_equals_its_modules_and_follows_new_weights(tree):
             network.load_state_dict(_randomised_network(tree, seed).double().state_dict())
         with torch.enable_grad():  # the modules' own path
             expected = network(joints, betas)
-        with torch.no_grad():      # the fused inference path
+        with torch.no_grad():  # the fused inference path
             fused = network(joints, betas)
-        for a, b in zip(fused, expected):
+        for a, b in zip(fused, expected, strict=True):
             assert torch.allclose(a, b, atol=1e-10)
 
 
@@ -143,7 +155,7 @@ def test_chunk_workers_give_the_same_solution(dtype, atol):
         chunked = map_chunks(lambda j: solver.solve(j, network), (joints,), workers=3, min_chunk=8)
     for name in ("betas", "rest", "refined", "rotmats", "analytic_rotmats", "translation"):
         assert torch.allclose(getattr(chunked, name), getattr(whole, name), atol=atol), name
-    assert all(torch.allclose(a, b, atol=atol) for a, b in zip(chunked.phis, whole.phis))
+    assert all(torch.allclose(a, b, atol=atol) for a, b in zip(chunked.phis, whole.phis, strict=True))
     assert chunked.method == whole.method
     assert join_batches([{"a": torch.ones(2)}, {"a": torch.zeros(1)}])["a"].tolist() == [1, 1, 0]
 

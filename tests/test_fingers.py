@@ -5,6 +5,7 @@ On PR-C output every knuckle base sits where the wrist's rotation puts it, so th
 identity there and a dropped transpose shows nothing. Here the knuckle bases are moved off their rigid place and the
 solver's finger rotations are compared with the composition written out in float64 below (own Rodrigues).
 """
+
 import torch
 from conftest import posed_skeleton, random_pose
 
@@ -15,8 +16,10 @@ from lib.solver.analytic_ik import solve_rotations
 
 # METHOD.md section 1: body parents 0-21, hands in local order (wrist, thumb, index, middle, ring, pinky; 4 each)
 BODY_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19]
-HANDS = ([20, 37, 38, 39, 66, 25, 26, 27, 67, 28, 29, 30, 68, 34, 35, 36, 69, 31, 32, 33, 70],
-         [21, 52, 53, 54, 71, 40, 41, 42, 72, 43, 44, 45, 73, 49, 50, 51, 74, 46, 47, 48, 75])
+HANDS = (
+    [20, 37, 38, 39, 66, 25, 26, 27, 67, 28, 29, 30, 68, 34, 35, 36, 69, 31, 32, 33, 70],
+    [21, 52, 53, 54, 71, 40, 41, 42, 72, 43, 44, 45, 73, 49, 50, 51, 74, 46, 47, 48, 75],
+)
 BATCH = 32
 
 
@@ -44,8 +47,9 @@ def _rotation_angle(rotation):
 
 
 def test_finger_rotation_is_parent_correction_times_swing():
-    body = BodyModel.from_file(REPO_ROOT / "data/open/smplx/OPEN_SMPLX_NEUTRAL.npz", model_type="smplx",
-                               dtype=torch.float64)
+    body = BodyModel.from_file(
+        REPO_ROOT / "data/open/smplx/OPEN_SMPLX_NEUTRAL.npz", model_type="smplx", dtype=torch.float64
+    )
     gen = torch.Generator().manual_seed(3)
     rest = body.rest_joints(torch.randn(BATCH, 10, generator=gen, dtype=torch.float64))
     target = posed_skeleton(SMPLX_TREE, random_pose(SMPLX_TREE, BATCH, scale=0.5, seed=4), rest)
@@ -60,15 +64,14 @@ def test_finger_rotation_is_parent_correction_times_swing():
     base_corrections = []
     for hand in HANDS:
         for first in (1, 5, 9, 13, 17):
-            chain = [hand[0]] + hand[first:first + 4]  # wrist, three finger joints, tip
+            chain = [hand[0]] + hand[first : first + 4]  # wrist, three finger joints, tip
             frame = glob[hand[0]]
-            for parent, joint, child in zip(chain, chain[1:], chain[2:]):
+            for parent, joint, child in zip(chain, chain[1:], chain[2:], strict=True):
                 to_frame = frame.transpose(-1, -2)
                 posed_parent_bone = (to_frame @ bones(target, parent, joint)[..., None])[..., 0]
                 posed_child_bone = (to_frame @ bones(target, joint, child)[..., None])[..., 0]
                 correction = rodrigues_minimal(bones(rest, parent, joint), posed_parent_bone)
-                expected = correction.transpose(-1, -2) @ rodrigues_minimal(bones(rest, joint, child),
-                                                                             posed_child_bone)
+                expected = correction.transpose(-1, -2) @ rodrigues_minimal(bones(rest, joint, child), posed_child_bone)
                 error = (local[:, joint] - expected).abs().max().item()
                 assert error < 1e-9, f"finger joint {joint}: local rotation off by {error:.3g}"
                 if joint == chain[1]:

@@ -1,4 +1,5 @@
 """fit.py end to end: the shipped examples from another working directory, and one-line errors for bad input."""
+
 import json
 import os
 import subprocess
@@ -17,14 +18,17 @@ from lib.kinematics.tree import TREES
 
 FIT = REPO_ROOT / "fit.py"
 EXAMPLES = REPO_ROOT / "data" / "examples"
-MODELS = {"smpl": REPO_ROOT / "data/open/smpl/OPEN_SMPL_NEUTRAL.npz",
-          "smplx": REPO_ROOT / "data/open/smplx/OPEN_SMPLX_NEUTRAL.npz"}
+MODELS = {
+    "smpl": REPO_ROOT / "data/open/smpl/OPEN_SMPL_NEUTRAL.npz",
+    "smplx": REPO_ROOT / "data/open/smplx/OPEN_SMPLX_NEUTRAL.npz",
+}
 
 
 def run_fit(cwd, *args):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(FIT), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, str(FIT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def plain_model(body):
@@ -33,8 +37,9 @@ def plain_model(body):
         ids = {k[4:]: int(d[k]) for k in d.files if k.startswith("vid_")}
         if body == "smpl":
             return smplx.SMPL(model_path="", data_struct=smplx.utils.Struct(**d), vertex_ids=ids)
-    model = smplx.SMPLX(model_path=str(path), use_pca=False, flat_hand_mean=True, num_betas=10,
-                        num_expression_coeffs=10)
+    model = smplx.SMPLX(
+        model_path=str(path), use_pca=False, flat_hand_mean=True, num_betas=10, num_expression_coeffs=10
+    )
     model.vertex_joint_selector = VertexJointSelector(vertex_ids=ids)  # the open file's fingertip vertices
     return model
 
@@ -42,8 +47,9 @@ def plain_model(body):
 @pytest.mark.parametrize("body, extra", [("smpl", []), ("smplx", ["--frames", "0", "--mesh", "ply"])])
 def test_shipped_example_from_another_directory(tmp_path, body, extra):
     example = EXAMPLES / f"{body}_sequence.npy"
-    result = run_fit(tmp_path, "--body", body, "--joints", str(example), "--out", "out", "--render", "--fps", "30",
-                     *extra)
+    result = run_fit(
+        tmp_path, "--body", body, "--joints", str(example), "--out", "out", "--render", "--fps", "30", *extra
+    )
     assert result.returncode == 0, result.stderr
     out = tmp_path / "out"  # relative to the caller's directory, not the repository's
     report = json.loads((out / "fit_report.json").read_text())
@@ -67,14 +73,17 @@ def test_shipped_example_from_another_directory(tmp_path, body, extra):
     assert error.max() < 1e-3  # < 1 mm, translation included
 
 
-@pytest.mark.parametrize("make, args, message", [
-    (None, ["--joints", "missing.npy"], "joints file not found"),
-    (lambda j: j * 1000.0, [], "look like mm"),
-    (lambda j: j[:, :20], [], "20 joints per frame"),
-    (lambda j: np.where(np.arange(24)[None, :, None] == 3, np.nan, j), [], "contain NaN"),
-    (lambda j: j, ["--joint-order", "hybrik"], "unknown joint order 'hybrik'"),
-    (lambda j: j, ["--joint-order", "nothere.json"], "joint order file not found"),
-])
+@pytest.mark.parametrize(
+    "make, args, message",
+    [
+        (None, ["--joints", "missing.npy"], "joints file not found"),
+        (lambda j: j * 1000.0, [], "look like mm"),
+        (lambda j: j[:, :20], [], "20 joints per frame"),
+        (lambda j: np.where(np.arange(24)[None, :, None] == 3, np.nan, j), [], "contain NaN"),
+        (lambda j: j, ["--joint-order", "hybrik"], "unknown joint order 'hybrik'"),
+        (lambda j: j, ["--joint-order", "nothere.json"], "joint order file not found"),
+    ],
+)
 def test_bad_input_gets_one_line(tmp_path, capsys, make, args, message):
     path = tmp_path / "joints.npy"
     if make is not None:

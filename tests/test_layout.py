@@ -4,6 +4,7 @@ Official SMPL-X checkpoints and ``skeleton_2_beta`` files are read in this order
 changes nothing on the open data but breaks every official file. The fitted ``skeleton_2_beta`` cache follows the
 tree: a changed layout must not reuse a stale matrix.
 """
+
 import dataclasses
 import os
 import subprocess
@@ -23,19 +24,87 @@ L_HAND = [20, 37, 38, 39, 66, 25, 26, 27, 67, 28, 29, 30, 68, 34, 35, 36, 69, 31
 R_HAND = [21, 52, 53, 54, 71, 40, 41, 42, 72, 43, 44, 45, 73, 49, 50, 51, 74, 46, 47, 48, 75]
 HAND_LOCAL_PARENTS = [-1, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19]
 SMPLX_METRIC_JOINTS = list(range(22)) + [
-    37, 38, 39, 66, 25, 26, 27, 67, 28, 29, 30, 68, 34, 35, 36, 69, 31, 32, 33, 70,
-    52, 53, 54, 71, 40, 41, 42, 72, 43, 44, 45, 73, 49, 50, 51, 74, 46, 47, 48, 75]
+    37,
+    38,
+    39,
+    66,
+    25,
+    26,
+    27,
+    67,
+    28,
+    29,
+    30,
+    68,
+    34,
+    35,
+    36,
+    69,
+    31,
+    32,
+    33,
+    70,
+    52,
+    53,
+    54,
+    71,
+    40,
+    41,
+    42,
+    72,
+    43,
+    44,
+    45,
+    73,
+    49,
+    50,
+    51,
+    74,
+    46,
+    47,
+    48,
+    75,
+]
 
 # ---- METHOD.md section 2: bone-length groups (the rows of skeleton_2_beta), in file order
-BODY_BONE_GROUPS = [(1, 2), (4, 5), (7, 8), (10, 11), (3,), (6,), (9,), (12,), (15,), (13, 14), (16, 17), (18, 19),
-                    (20, 21)]
+BODY_BONE_GROUPS = [
+    (1, 2),
+    (4, 5),
+    (7, 8),
+    (10, 11),
+    (3,),
+    (6,),
+    (9,),
+    (12,),
+    (15,),
+    (13, 14),
+    (16, 17),
+    (18, 19),
+    (20, 21),
+]
 SMPL_BONE_GROUPS = BODY_BONE_GROUPS + [(22, 23)]
 SMPLX_BONE_GROUPS = BODY_BONE_GROUPS + [
-    (37, 52), (38, 53), (39, 54), (66, 71),   # thumb
-    (25, 40), (26, 41), (27, 42), (67, 72),   # index
-    (28, 43), (29, 44), (30, 45), (68, 73),   # middle
-    (34, 49), (35, 50), (36, 51), (69, 74),   # ring
-    (31, 46), (32, 47), (33, 48), (70, 75)]   # pinky
+    (37, 52),
+    (38, 53),
+    (39, 54),
+    (66, 71),  # thumb
+    (25, 40),
+    (26, 41),
+    (27, 42),
+    (67, 72),  # index
+    (28, 43),
+    (29, 44),
+    (30, 45),
+    (68, 73),  # middle
+    (34, 49),
+    (35, 50),
+    (36, 51),
+    (69, 74),  # ring
+    (31, 46),
+    (32, 47),
+    (33, 48),
+    (70, 75),
+]  # pinky
 
 # ---- METHOD.md section 4: (joint, primary children, secondary children)
 SMPL_TWO_DIRECTION = [(0, (3,), (1, 2)), (9, (13,), (12, 14))]
@@ -46,10 +115,12 @@ LEG = ("leg", [0, 1, 2, 3, 4, 5, 7, 8, 10, 11], [0, 3, 6, 1, 4, 7])
 SPINE = ("spine", [0, 1, 2, 3, 6, 9, 12, 13, 14, 15], [2, 5, 11])
 SMPL_PARTS = [LEG, SPINE, ("arm", [9, 12, 13, 14, 16, 17, 18, 19, 20, 21, 22, 23], [12, 15, 17, 19, 13, 16, 18, 20])]
 SMPLX_PARTS = [
-    LEG, SPINE,
+    LEG,
+    SPINE,
     ("arm", [9, 12, 13, 14, 16, 17, 18, 19, 20, 37, 25, 28, 34, 31, 21, 52, 40, 43, 49, 46], [12, 15, 17, 13, 16, 18]),
     ("lhand", L_HAND, [36, 37, 38, 24, 25, 26, 27, 28, 29, 33, 34, 35, 30, 31, 32]),
-    ("rhand", R_HAND, [51, 52, 53, 39, 40, 41, 42, 43, 44, 48, 49, 50, 45, 46, 47])]
+    ("rhand", R_HAND, [51, 52, 53, 39, 40, 41, 42, 43, 44, 48, 49, 50, 45, 46, 47]),
+]
 
 
 def _parts(tree):
@@ -67,8 +138,15 @@ def test_smpl_layout_is_the_method_literal():
     assert _two_direction(SMPL_TREE) == SMPL_TWO_DIRECTION
     assert list(SMPL_TREE.metric_joints) == list(range(24))
     assert SMPL_TREE.twist_child[9] == 14  # the last child is spine3's twist axis (section 6)
-    assert set(SMPL_TREE.refine_segments) == {(1, 4, 7), (2, 5, 8), (3, 6, 9), (13, 16, 18), (18, 20, 22),
-                                              (14, 17, 19), (19, 21, 23)}  # section 3, V2
+    assert set(SMPL_TREE.refine_segments) == {
+        (1, 4, 7),
+        (2, 5, 8),
+        (3, 6, 9),
+        (13, 16, 18),
+        (18, 20, 22),
+        (14, 17, 19),
+        (19, 21, 23),
+    }  # section 3, V2
 
 
 def test_smplx_layout_is_the_method_literal():
@@ -84,7 +162,7 @@ def test_smplx_layout_is_the_method_literal():
     assert list(SMPLX_TREE.metric_joints) == SMPLX_METRIC_JOINTS
     assert SMPLX_TREE.relative_joints == frozenset(range(25, 55))  # finger joints (section 5)
     assert SMPLX_TREE.twist_child[9] == 14
-    fingers = {tuple(hand[k:k + 3]) for hand in (L_HAND, R_HAND) for k in (1, 5, 9, 13, 17)}
+    fingers = {tuple(hand[k : k + 3]) for hand in (L_HAND, R_HAND) for k in (1, 5, 9, 13, 17)}
     body = {(1, 4, 7), (2, 5, 8), (3, 6, 9), (13, 16, 18), (14, 17, 19)}
     assert set(SMPLX_TREE.refine_segments) == body | fingers
 
@@ -96,8 +174,10 @@ def _swap_ring_and_pinky(tree):
     for hand in tree.hands:
         for k in range(13, 17):
             swap[hand[k]], swap[hand[k + 4]] = hand[k + 4], hand[k]
-    parts = tuple(Part(p.name, tuple(swap.get(j, j) for j in p.joints), tuple(swap.get(j, j) for j in p.twist_joints))
-                  for p in tree.parts)
+    parts = tuple(
+        Part(p.name, tuple(swap.get(j, j) for j in p.joints), tuple(swap.get(j, j) for j in p.twist_joints))
+        for p in tree.parts
+    )
     groups = tuple(tuple(swap.get(j, j) for j in g) for g in tree.bone_groups)
     return dataclasses.replace(tree, parts=parts, bone_groups=groups)
 
@@ -112,8 +192,14 @@ def test_layout_digest_is_stable_and_follows_every_change():
     # the same in another process with another hash seed (the cache outlives the process)
     code = "from lib.kinematics.tree import SMPLX_TREE; print(SMPLX_TREE.layout_digest)"
     for seed in ("1", "2"):
-        out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-                             env={**os.environ, "PYTHONHASHSEED": seed})
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
         assert out.stdout.strip() == SMPLX_TREE.layout_digest
 
 

@@ -1,4 +1,5 @@
 """Metrics in mm, root-relative joints, and per-sample (not per-batch) averaging."""
+
 import torch
 
 from lib.engine.metrics import MeanMeter, mpbe, mpjpe, mpve

@@ -3,6 +3,7 @@
 On poses whose leaf joints (feet, head, hands: rotations no joint position shows) are zero and with the
 ground-truth betas, AnalyIK + ground-truth twists must give back the ground-truth mesh.
 """
+
 import torch
 
 from lib.core.config import REPO_ROOT
@@ -12,6 +13,7 @@ from lib.kinematics.tree import SMPL_TREE
 from lib.models.body_model import BodyModel
 from lib.solver.analytic_ik import solve_rotations
 from lib.solver.twist import angles_to_phi, part_phis, phi_per_joint, twist_angles
+
 
 def oracle_and_analyik(body: BodyModel, tree, pose: torch.Tensor, betas: torch.Tensor):
     """Ground truth with zero leaf rotations, then the oracle's and AnalyIK's meshes on its joints (true betas)."""

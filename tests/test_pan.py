@@ -1,4 +1,5 @@
 """Part-aware Network (METHOD.md section 7) and its checkpoints: shapes, official key layout, safe loading, saving."""
+
 from __future__ import annotations
 
 import os
@@ -26,10 +27,16 @@ TREES = {"smpl": SMPL_TREE, "smplx": SMPLX_TREE}
 def _dense_keys(prefix: str, n_in: int, n_out: int, first: int = 0) -> dict[str, tuple]:
     """Keys and shapes of Linear (first), BatchNorm1d (first+1), PReLU (first+2) in an official Sequential."""
     lin, bn, act = (f"{prefix}{first + i}." for i in range(3))
-    return {lin + "weight": (n_out, n_in), lin + "bias": (n_out,),
-            bn + "weight": (n_out,), bn + "bias": (n_out,), bn + "running_mean": (n_out,),
-            bn + "running_var": (n_out,), bn + "num_batches_tracked": (),
-            act + "weight": (1,)}
+    return {
+        lin + "weight": (n_out, n_in),
+        lin + "bias": (n_out,),
+        bn + "weight": (n_out,),
+        bn + "bias": (n_out,),
+        bn + "running_mean": (n_out,),
+        bn + "running_var": (n_out,),
+        bn + "num_batches_tracked": (),
+        act + "weight": (1,),
+    }
 
 
 def official_layout(body: str) -> dict[str, tuple]:
@@ -67,8 +74,15 @@ def reference_forward(state: dict, part: str, part_joints: torch.Tensor, betas: 
     def dense(x, pre, first=0):  # Linear, BatchNorm1d (running stats), PReLU at indices first..first+2
         lin, bn, act = (f"{pre}{first + i}." for i in range(3))
         x = F.linear(x, state[lin + "weight"], state[lin + "bias"])
-        x = F.batch_norm(x, state[bn + "running_mean"], state[bn + "running_var"], state[bn + "weight"],
-                         state[bn + "bias"], training=False, eps=1e-5)
+        x = F.batch_norm(
+            x,
+            state[bn + "running_mean"],
+            state[bn + "running_var"],
+            state[bn + "weight"],
+            state[bn + "bias"],
+            training=False,
+            eps=1e-5,
+        )
         return F.prelu(x, state[act + "weight"])
 
     x = torch.cat([dense(part_joints.flatten(1), p + "pos_emd."), dense(betas[:, :10], p + "beta_emd.")], dim=1)
@@ -111,7 +125,7 @@ def test_extra_betas_ignored_and_root_is_subtracted():
     net = PartAwareNetwork(SMPL_TREE).eval()
     joints, betas = _inputs(SMPL_TREE, num_betas=11)
     ref = net(joints, betas[:, :10])
-    for a, b in zip(ref, net(joints + torch.tensor([0.5, -1.0, 2.0]), betas)):
+    for a, b in zip(ref, net(joints + torch.tensor([0.5, -1.0, 2.0]), betas), strict=True):
         torch.testing.assert_close(a, b)
 
 
@@ -154,7 +168,7 @@ def test_network_outputs_scatter_to_their_joints_with_identity_elsewhere(body):
     table = phi_per_joint(tree, outs)
     assert table.shape == (3, tree.num_pose_joints, 2)
     predicted = set()
-    for part, o in zip(tree.parts, outs):
+    for part, o in zip(tree.parts, outs, strict=True):
         for k, j in enumerate(part.twist_joints):
             torch.testing.assert_close(table[:, j], o[:, k] / o[:, k].norm(dim=-1, keepdim=True))
             predicted.add(j)
@@ -182,7 +196,7 @@ def test_official_state_dict_loads_strictly_and_computes_the_method(body):
     joints, betas = _inputs(tree)
     with torch.no_grad():
         out = net(joints, betas)
-    for part, o in zip(tree.parts, out):
+    for part, o in zip(tree.parts, out, strict=True):
         expected = reference_forward(state, part.name, joints[:, list(part.joints)], betas)
         torch.testing.assert_close(o, expected, rtol=1e-4, atol=1e-5)
 
@@ -207,8 +221,9 @@ def test_mismatched_checkpoint_is_a_clear_error():
     state["spine_rf_net.extra.weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match=r"unexpected keys .*spine_rf_net.extra.weight"):
         load_pan_weights(PartAwareNetwork(SMPL_TREE), state)
-    smplx_arm = {k.replace("lhand", "arm"): v for k, v in official_state_dict("smplx").items()
-                 if k.startswith("lhand_rf_net")}
+    smplx_arm = {
+        k.replace("lhand", "arm"): v for k, v in official_state_dict("smplx").items() if k.startswith("lhand_rf_net")
+    }
     state = official_state_dict("smpl")
     state.update(smplx_arm)
     with pytest.raises(ValueError, match=r"shape mismatches .*arm_rf_net.upose_upd_net.pos_emd.0.weight"):
@@ -260,8 +275,13 @@ def test_save_checkpoint_atomic_round_trip(tmp_path, monkeypatch):
     joints, betas = _inputs(SMPL_TREE)
     sum(o.sum() for o in net(joints, betas)).backward()
     optim.step()
-    state = {"epoch": 4, "gen_state_dict": net.state_dict(), "gen_optimizer": optim.state_dict(),
-             "performace": 12.5, "config": "MODEL:\n  MLP:\n    EMBED_DIM: 256\n"}
+    state = {
+        "epoch": 4,
+        "gen_state_dict": net.state_dict(),
+        "gen_optimizer": optim.state_dict(),
+        "performace": 12.5,
+        "config": "MODEL:\n  MLP:\n    EMBED_DIM: 256\n",
+    }
     out_dir = tmp_path / "run"
     path = save_checkpoint(out_dir / "checkpoint.pth.tar", state)
     assert os.listdir(out_dir) == ["checkpoint.pth.tar"]
@@ -292,8 +312,11 @@ def test_save_checkpoint_atomic_round_trip(tmp_path, monkeypatch):
 def test_save_checkpoint_refuses_content_weights_only_cannot_load(tmp_path):
     from yacs.config import CfgNode
 
-    for bad, where in (({"config": CfgNode({"A": 1})}, "config"), ({"score": np.float64(1.0)}, "score"),
-                       ({"x": [1, NotWeights()]}, "x")):
+    for bad, where in (
+        ({"config": CfgNode({"A": 1})}, "config"),
+        ({"score": np.float64(1.0)}, "score"),
+        ({"x": [1, NotWeights()]}, "x"),
+    ):
         with pytest.raises(TypeError, match=where):
             save_checkpoint(tmp_path / "c.pth.tar", bad)
     assert os.listdir(tmp_path) == []

@@ -1,4 +1,5 @@
 """The composed solver on the open SMPL model: skeleton in, betas and rotations out; bad skeletons rejected."""
+
 import pytest
 import torch
 
@@ -20,8 +21,7 @@ def test_noisy_skeleton_to_mesh(setup):
     pose = torch.as_tensor(sample.pose, dtype=torch.float64)
     betas = torch.as_tensor(sample.betas[:, :10], dtype=torch.float64)
     joints = body.posed_joints(pose, betas)
-    noisy = joints + 0.005 * torch.randn(joints.shape, generator=torch.Generator().manual_seed(0),
-                                         dtype=torch.float64)
+    noisy = joints + 0.005 * torch.randn(joints.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     solution = solver.analytic(noisy + 2.0)  # any global position
     fitted = body.posed_joints(solution.rotmats, solution.betas)
     fitted = fitted - fitted[:, :1]
@@ -35,11 +35,14 @@ def test_noisy_skeleton_to_mesh(setup):
     assert (solution.betas - betas).abs().mean() < 1.0
 
 
-@pytest.mark.parametrize("make_bad, message", [
-    (lambda j: j[:, :20], r"shape \(B, 24, 3\)"),
-    (lambda j: torch.where(torch.arange(24)[None, :, None] == 7, torch.nan, j), r"NaN/inf at joints \[7\]"),
-    (lambda j: j * 1000.0, "millimetres"),
-])
+@pytest.mark.parametrize(
+    "make_bad, message",
+    [
+        (lambda j: j[:, :20], r"shape \(B, 24, 3\)"),
+        (lambda j: torch.where(torch.arange(24)[None, :, None] == 7, torch.nan, j), r"NaN/inf at joints \[7\]"),
+        (lambda j: j * 1000.0, "millimetres"),
+    ],
+)
 def test_bad_skeletons_get_one_clear_error(setup, make_bad, message):
     body, solver = setup
     joints = body.rest_joints(torch.zeros(2, 10, dtype=torch.float64))

@@ -1,10 +1,11 @@
 """PR-C: refined skeletons have exactly the rest bone lengths and keep directions."""
+
 import pytest
 import torch
-
 from conftest import posed_skeleton, random_pose, t_pose_skeleton
-from lib.solver.analytic_ik import solve_rotations
+
 from lib.kinematics.skeleton import forward_kinematics
+from lib.solver.analytic_ik import solve_rotations
 from lib.solver.refine import refine_bone_lengths
 
 
@@ -40,11 +41,12 @@ def test_consistent_skeleton_is_left_unchanged(tree, variant):
 def test_v2_brings_segment_ends_closer_than_v1(tree):
     rest = t_pose_skeleton(tree)[None].expand(64, -1, -1)
     target = posed_skeleton(tree, random_pose(tree, 64, seed=5), rest)
-    noisy = target + 0.02 * torch.randn(target.shape, generator=torch.Generator().manual_seed(2),
-                                        dtype=target.dtype)
+    noisy = target + 0.02 * torch.randn(target.shape, generator=torch.Generator().manual_seed(2), dtype=target.dtype)
     ends = [c for _, _, c in tree.refine_segments]
-    err = {v: (refine_bone_lengths(tree, rest, noisy, v) - (noisy - noisy[:, :1]))[:, ends].norm(dim=-1).mean()
-           for v in ("v1", "v2")}
+    err = {
+        v: (refine_bone_lengths(tree, rest, noisy, v) - (noisy - noisy[:, :1]))[:, ends].norm(dim=-1).mean()
+        for v in ("v1", "v2")
+    }
     assert err["v2"] < err["v1"]
 
 

@@ -1,4 +1,5 @@
 """Resuming a training run: 2 epochs + resume 2 equals 4 straight epochs bit for bit (CPU), with the saved config."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,10 +26,30 @@ def tiny_dbs(tmp_path_factory):
 def _opts(db_dir, logdir, end_epoch):
     # dropout, a shuffled db (5 batches, 3 used per epoch), Adam and a scheduler that lowers the lr every epoch
     # without improvement: everything whose state a resumed run must restore
-    return ["DATA.DB_DIR", str(db_dir), "TRAIN.DATASETS_3D", "['AMASS']", "TRAIN.DATASET_EVAL", "AMASS",
-            "TRAIN.BATCH_SIZE", "8", "TRAIN.MAX_STEPS_PER_EPOCH", "3", "TRAIN.VAL_MAX_SAMPLES", "8",
-            "LOSS.VERT_W", "1.0", "TRAIN.GEN_LR", "0.01", "TRAIN.LR_PATIENCE", "0", "LOGDIR", str(logdir),
-            "TRAIN.END_EPOCH", str(end_epoch)]
+    return [
+        "DATA.DB_DIR",
+        str(db_dir),
+        "TRAIN.DATASETS_3D",
+        "['AMASS']",
+        "TRAIN.DATASET_EVAL",
+        "AMASS",
+        "TRAIN.BATCH_SIZE",
+        "8",
+        "TRAIN.MAX_STEPS_PER_EPOCH",
+        "3",
+        "TRAIN.VAL_MAX_SAMPLES",
+        "8",
+        "LOSS.VERT_W",
+        "1.0",
+        "TRAIN.GEN_LR",
+        "0.01",
+        "TRAIN.LR_PATIENCE",
+        "0",
+        "LOGDIR",
+        str(logdir),
+        "TRAIN.END_EPOCH",
+        str(end_epoch),
+    ]
 
 
 def _fit(cfg, resume_state=None) -> list[float]:

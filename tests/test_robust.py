@@ -1,5 +1,6 @@
 """The robust mode for noisy skeletons (docs/robust.md): rigid-group orientation, the regularised Shape Inverse shared
 per sequence, suspicious joints reported and filled; at zero noise it matches the paper's pipeline."""
+
 import warnings
 
 import numpy as np
@@ -56,8 +57,10 @@ def test_rigid_pelvis_orientation_beats_the_two_direction_rule_under_noise():
     gen = torch.Generator().manual_seed(2)
     truth = roma.rotvec_to_rotmat(torch.randn(2000, 3, generator=gen, dtype=torch.float64))
     noisy = rest @ truth.transpose(-1, -2) + 0.01 * torch.randn(rest.shape, generator=gen, dtype=torch.float64)
-    errors = {fit: roma.rotmat_geodesic_distance(two_direction_rotation(SMPL_TREE, 0, rest, noisy, fit=fit), truth)
-              for fit in ("directions", "rigid")}
+    errors = {
+        fit: roma.rotmat_geodesic_distance(two_direction_rotation(SMPL_TREE, 0, rest, noisy, fit=fit), truth)
+        for fit in ("directions", "rigid")
+    }
     assert errors["rigid"].median() < 0.5 * errors["directions"].median()
 
 
@@ -149,6 +152,7 @@ def test_noise_estimate_follows_the_noise(smpl):
 
 def test_api_fit_is_robust_by_default_and_shares_one_shape(smpl):
     from lib.api import load_solver
+
     solver = load_solver("smpl", checkpoint=None)
     assert solver.solver.robust is not None and load_solver("smpl", checkpoint=None, robust=False).solver.robust is None
     _, joints, _ = _skeletons(smpl[0], 6, seed=47, same_person=True)

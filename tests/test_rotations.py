@@ -1,12 +1,19 @@
 """Rotation building blocks against analytic cases, including the degenerate ones (METHOD.md section 12)."""
+
 import math
 
 import pytest
 import roma
 import torch
 
-from lib.kinematics.rotations import (minimal_rotation, rotation_about_axis, rotmat_to_axis_angle, swing,
-                                      twist_angle, two_direction_orientation)
+from lib.kinematics.rotations import (
+    minimal_rotation,
+    rotation_about_axis,
+    rotmat_to_axis_angle,
+    swing,
+    twist_angle,
+    two_direction_orientation,
+)
 
 D = torch.float64
 

@@ -1,4 +1,5 @@
 """The entry scripts end to end on tiny databases written in the official format (subprocesses, CPU)."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
 def run_script(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +32,7 @@ def tiny_dbs(tmp_path_factory):
     """64-sample test and 96-sample train dbs in the official SMPL layout, named as AMASS."""
     db_dir = tmp_path_factory.mktemp("db")
     write_db(db_dir / "amass_test_db.pt", make_synthetic_db("smpl", 64, 11, str(OPEN_SMPL), split="test"), "smpl")
-    write_db(db_dir / "amass_train_db.pt", make_synthetic_db("smpl", 96, 12, str(OPEN_SMPL), split="train"),
-             "smpl")
+    write_db(db_dir / "amass_train_db.pt", make_synthetic_db("smpl", 96, 12, str(OPEN_SMPL), split="train"), "smpl")
     return db_dir
 
 
@@ -44,9 +45,21 @@ def untrained_checkpoint(tmp_path_factory):
 
 
 def test_eval_smpl_end_to_end(tiny_dbs, tmp_path, untrained_checkpoint):
-    result = run_script("eval_smpl.py", "--cfg", "configs/smpl/open_eval.yaml", "TRAIN.DATASET_EVAL", "AMASS",
-                        "DATA.DB_DIR", str(tiny_dbs), "OUTPUT_DIR", str(tmp_path), "TRAIN.BATCH_SIZE", "32",
-                        "MODEL.PRETRAINED", str(untrained_checkpoint))
+    result = run_script(
+        "eval_smpl.py",
+        "--cfg",
+        "configs/smpl/open_eval.yaml",
+        "TRAIN.DATASET_EVAL",
+        "AMASS",
+        "DATA.DB_DIR",
+        str(tiny_dbs),
+        "OUTPUT_DIR",
+        str(tmp_path),
+        "TRAIN.BATCH_SIZE",
+        "32",
+        "MODEL.PRETRAINED",
+        str(untrained_checkpoint),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for row in ("Methods", "AnalyIK", "MixIK", "Oracle"):
         assert row in result.stdout
@@ -60,24 +73,48 @@ def test_eval_smpl_end_to_end(tiny_dbs, tmp_path, untrained_checkpoint):
 
 
 def test_eval_without_checkpoint_says_it_needs_one(tiny_dbs, tmp_path):
-    result = run_script("eval_smpl.py", "--cfg", "configs/smpl/open_eval.yaml", "TRAIN.DATASET_EVAL", "AMASS",
-                        "DATA.DB_DIR", str(tiny_dbs), "OUTPUT_DIR", str(tmp_path), "MODEL.PRETRAINED", "",
-                        "EVAL.MAX_SAMPLES", "16")
+    result = run_script(
+        "eval_smpl.py",
+        "--cfg",
+        "configs/smpl/open_eval.yaml",
+        "TRAIN.DATASET_EVAL",
+        "AMASS",
+        "DATA.DB_DIR",
+        str(tiny_dbs),
+        "OUTPUT_DIR",
+        str(tmp_path),
+        "MODEL.PRETRAINED",
+        "",
+        "EVAL.MAX_SAMPLES",
+        "16",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "needs a PAN checkpoint" in result.stdout
     record = json.loads((tmp_path / "eval_AMASS.json").read_text())
     assert record["mixik_mpve_mm"] is None and record["n_samples"] == 16
 
 
-@pytest.mark.parametrize("override, message", [
-    (("DATA.DB_DIR", "/nonexistent/db"), "DATA.DB_DIR"),
-    (("DATA.BODY_MODEL", "/nonexistent/SMPL_NEUTRAL.pkl"), "DATA.BODY_MODEL"),
-    (("MODEL.PRETRAINED", "/nonexistent/model_best.pth.tar"), "MODEL.PRETRAINED"),
-    (("MODEL.MLP.EMBED_DIM", "128"), "EMBED_DIM"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (("DATA.DB_DIR", "/nonexistent/db"), "DATA.DB_DIR"),
+        (("DATA.BODY_MODEL", "/nonexistent/SMPL_NEUTRAL.pkl"), "DATA.BODY_MODEL"),
+        (("MODEL.PRETRAINED", "/nonexistent/model_best.pth.tar"), "MODEL.PRETRAINED"),
+        (("MODEL.MLP.EMBED_DIM", "128"), "EMBED_DIM"),
+    ],
+)
 def test_eval_clear_errors(tiny_dbs, tmp_path, override, message):
-    args = ["TRAIN.DATASET_EVAL", "AMASS", "DATA.DB_DIR", str(tiny_dbs), "OUTPUT_DIR", str(tmp_path),
-            "MODEL.PRETRAINED", "", *override]
+    args = [
+        "TRAIN.DATASET_EVAL",
+        "AMASS",
+        "DATA.DB_DIR",
+        str(tiny_dbs),
+        "OUTPUT_DIR",
+        str(tmp_path),
+        "MODEL.PRETRAINED",
+        "",
+        *override,
+    ]
     result = run_script("eval_smpl.py", "--cfg", "configs/smpl/open_eval.yaml", *args)
     assert result.returncode == 2
     assert message in result.stderr
@@ -85,15 +122,35 @@ def test_eval_clear_errors(tiny_dbs, tmp_path, override, message):
 
 
 def _train_args(db_dir, out, *extra):
-    return ["--cfg", "configs/smpl/open_train.yaml", "DATA.DB_DIR", str(db_dir), "TRAIN.DATASETS_3D", "['AMASS']",
-            "TRAIN.DATASET_EVAL", "AMASS", "OUTPUT_DIR", str(out), "TRAIN.BATCH_SIZE", "16", "LOSS.VERT_W", "1.0",
-            "TRAIN.VAL_MAX_SAMPLES", "32", *extra]
+    return [
+        "--cfg",
+        "configs/smpl/open_train.yaml",
+        "DATA.DB_DIR",
+        str(db_dir),
+        "TRAIN.DATASETS_3D",
+        "['AMASS']",
+        "TRAIN.DATASET_EVAL",
+        "AMASS",
+        "OUTPUT_DIR",
+        str(out),
+        "TRAIN.BATCH_SIZE",
+        "16",
+        "LOSS.VERT_W",
+        "1.0",
+        "TRAIN.VAL_MAX_SAMPLES",
+        "32",
+        *extra,
+    ]
 
 
 def test_train_smpl_end_to_end_and_resume(tiny_dbs, tmp_path):
     logdir = tmp_path / "run"
-    result = run_script("train_smpl.py", *_train_args(tiny_dbs, tmp_path, "LOGDIR", str(logdir), "TRAIN.END_EPOCH",
-                                                      "1", "TRAIN.MAX_STEPS_PER_EPOCH", "2"))
+    result = run_script(
+        "train_smpl.py",
+        *_train_args(
+            tiny_dbs, tmp_path, "LOGDIR", str(logdir), "TRAIN.END_EPOCH", "1", "TRAIN.MAX_STEPS_PER_EPOCH", "2"
+        ),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("config.yaml", "train.log", "checkpoint.pth.tar", "model_best.pth.tar", "best.txt"):
         assert (logdir / name).is_file(), name
@@ -118,10 +175,20 @@ def test_train_smpl_end_to_end_and_resume(tiny_dbs, tmp_path):
 def test_train_under_torchrun_with_two_cpu_processes(tiny_dbs, tmp_path):
     logdir = tmp_path / "ddp"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    result = subprocess.run([*torchrun, "train_smpl.py",
-                             *_train_args(tiny_dbs, tmp_path, "LOGDIR", str(logdir), "TRAIN.END_EPOCH", "1",
-                                          "TRAIN.MAX_STEPS_PER_EPOCH", "2")],
-                            cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            *torchrun,
+            "train_smpl.py",
+            *_train_args(
+                tiny_dbs, tmp_path, "LOGDIR", str(logdir), "TRAIN.END_EPOCH", "1", "TRAIN.MAX_STEPS_PER_EPOCH", "2"
+            ),
+        ],
+        cwd=REPO_ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     state = torch.load(logdir / "checkpoint.pth.tar", weights_only=True)
     assert state["epoch"] == 0

@@ -1,4 +1,5 @@
 """Shape Inverse on the open body model, and the skeleton_2_beta file (official layout, safe loading)."""
+
 import os
 
 import numpy as np
@@ -22,7 +23,7 @@ def open_smpl():
 
 def test_bone_lengths_average_pairs():
     joints = torch.zeros(1, 24, 3, dtype=torch.float64)
-    joints[0, 1] = torch.tensor([0.1, 0.0, 0.0])   # left hip offset 100 mm
+    joints[0, 1] = torch.tensor([0.1, 0.0, 0.0])  # left hip offset 100 mm
     joints[0, 2] = torch.tensor([0.0, -0.3, 0.0])  # right hip offset 300 mm
     lengths = bone_lengths(SMPL_TREE, joints)
     assert lengths.shape == (1, 14)
@@ -99,9 +100,24 @@ def test_make_skeleton_2_beta_tool_writes_the_official_layout(tmp_path, open_smp
     import sys
 
     out = tmp_path / "skeleton_2_beta.npz"
-    result = subprocess.run([sys.executable, "tools/make_skeleton_2_beta.py", "--body", "smpl", "--model",
-                             str(OPEN_SMPL), "--out", str(out), "--samples", "2000"],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "tools/make_skeleton_2_beta.py",
+            "--body",
+            "smpl",
+            "--model",
+            str(OPEN_SMPL),
+            "--out",
+            str(out),
+            "--samples",
+            "2000",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "RMS residual" in result.stdout
     matrix = load_skeleton_2_beta(out)

@@ -1,10 +1,13 @@
 """SMPL-X through the same stages: Shape Inverse on 33 bone lengths, the hand sub-tree, the scripts end to end."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
+from test_oracle import oracle_and_analyik
+from test_scripts import run_script
 
 from lib.core.config import REPO_ROOT
 from lib.data.db import write_db
@@ -14,8 +17,6 @@ from lib.models.body_model import BodyModel
 from lib.models.checkpoint import save_checkpoint
 from lib.models.pan import PartAwareNetwork
 from lib.solver.shape_inverse import ShapeInverse, fit_bone_length_model
-from test_oracle import oracle_and_analyik
-from test_scripts import run_script
 
 OPEN_SMPLX = REPO_ROOT / "data/open/smplx/OPEN_SMPLX_NEUTRAL.npz"
 
@@ -51,19 +52,29 @@ def test_oracle_reproduces_fingers_and_mesh(body):
 @pytest.fixture(scope="module")
 def tiny_smplx_dbs(tmp_path_factory):
     db_dir = tmp_path_factory.mktemp("smplxiks_db")
-    write_db(db_dir / "motionx_test_db.pt", make_synthetic_db("smplx", 48, 21, str(OPEN_SMPLX), split="test"),
-             "smplx")
-    write_db(db_dir / "amass_train_db.pt", make_synthetic_db("smplx", 64, 22, str(OPEN_SMPLX), split="train"),
-             "smplx")
+    write_db(db_dir / "motionx_test_db.pt", make_synthetic_db("smplx", 48, 21, str(OPEN_SMPLX), split="test"), "smplx")
+    write_db(db_dir / "amass_train_db.pt", make_synthetic_db("smplx", 64, 22, str(OPEN_SMPLX), split="train"), "smplx")
     return db_dir
 
 
 def test_eval_smplx_end_to_end(tiny_smplx_dbs, tmp_path):
     checkpoint = tmp_path / "model_best.pth.tar"
     save_checkpoint(checkpoint, {"epoch": 0, "gen_state_dict": PartAwareNetwork(SMPLX_TREE).state_dict()})
-    result = run_script("eval_smplx.py", "--cfg", "configs/smplx/open_eval.yaml", "TRAIN.DATASET_EVAL", "MOTIONX",
-                        "DATA.DB_DIR", str(tiny_smplx_dbs), "OUTPUT_DIR", str(tmp_path), "TRAIN.BATCH_SIZE", "16",
-                        "MODEL.PRETRAINED", str(checkpoint))
+    result = run_script(
+        "eval_smplx.py",
+        "--cfg",
+        "configs/smplx/open_eval.yaml",
+        "TRAIN.DATASET_EVAL",
+        "MOTIONX",
+        "DATA.DB_DIR",
+        str(tiny_smplx_dbs),
+        "OUTPUT_DIR",
+        str(tmp_path),
+        "TRAIN.BATCH_SIZE",
+        "16",
+        "MODEL.PRETRAINED",
+        str(checkpoint),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / "eval_MOTIONX.json").read_text())
     assert record["body_model"] == "smplx" and record["n_samples"] == 48
@@ -73,10 +84,29 @@ def test_eval_smplx_end_to_end(tiny_smplx_dbs, tmp_path):
 
 def test_train_smplx_end_to_end(tiny_smplx_dbs, tmp_path):
     logdir = tmp_path / "run"
-    result = run_script("train_smplx.py", "--cfg", "configs/smplx/open_train.yaml", "DATA.DB_DIR",
-                        str(tiny_smplx_dbs), "TRAIN.DATASETS_3D", "['AMASS']", "TRAIN.DATASET_EVAL", "MOTIONX",
-                        "LOGDIR", str(logdir), "TRAIN.BATCH_SIZE", "16", "TRAIN.END_EPOCH", "1",
-                        "TRAIN.MAX_STEPS_PER_EPOCH", "2", "LOSS.VERT_W", "1.0", "TRAIN.VAL_MAX_SAMPLES", "16")
+    result = run_script(
+        "train_smplx.py",
+        "--cfg",
+        "configs/smplx/open_train.yaml",
+        "DATA.DB_DIR",
+        str(tiny_smplx_dbs),
+        "TRAIN.DATASETS_3D",
+        "['AMASS']",
+        "TRAIN.DATASET_EVAL",
+        "MOTIONX",
+        "LOGDIR",
+        str(logdir),
+        "TRAIN.BATCH_SIZE",
+        "16",
+        "TRAIN.END_EPOCH",
+        "1",
+        "TRAIN.MAX_STEPS_PER_EPOCH",
+        "2",
+        "LOSS.VERT_W",
+        "1.0",
+        "TRAIN.VAL_MAX_SAMPLES",
+        "16",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     state = torch.load(logdir / "model_best.pth.tar", weights_only=True)
     assert any(k.startswith("lhand_rf_net.upose_upd_net") for k in state["gen_state_dict"])

@@ -1,4 +1,5 @@
 """SkeletonSolver.solve, the method composed once: what the network sees, what MixIK uses, where the body goes."""
+
 import numpy as np
 import pytest
 import roma
@@ -19,8 +20,12 @@ def setup():
     cfg = get_cfg("configs/smpl/open_eval.yaml")
     body = build_body_model(cfg, torch.device("cpu"), dtype=torch.float64)
     data = np.load(resolve_path(cfg.DATA.BODY_MODEL), allow_pickle=False)
-    plain = smplx.SMPL(model_path="", data_struct=smplx.utils.Struct(**data), dtype=torch.float64,
-                       vertex_ids={k[4:]: int(data[k]) for k in data.files if k.startswith("vid_")})
+    plain = smplx.SMPL(
+        model_path="",
+        data_struct=smplx.utils.Struct(**data),
+        dtype=torch.float64,
+        vertex_ids={k[4:]: int(data[k]) for k in data.files if k.startswith("vid_")},
+    )
     sample = sample_smpl_poses(8, seed=31)
     pose = torch.as_tensor(sample.pose)
     pose[:, 0] = torch.tensor([0.3, 1.2, -0.4])  # a clearly rotated root: the raw target is not canonical
@@ -38,8 +43,10 @@ class Spy:
 
     def __call__(self, joints, betas):
         self.calls.append((joints.clone(), betas.clone()))
-        return [angles_to_phi(torch.full((len(joints), len(p.twist_joints)), self.angle, dtype=joints.dtype))
-                for p in SMPL_TREE.parts]
+        return [
+            angles_to_phi(torch.full((len(joints), len(p.twist_joints)), self.angle, dtype=joints.dtype))
+            for p in SMPL_TREE.parts
+        ]
 
 
 def test_the_network_sees_the_canonical_skeleton(setup):
@@ -51,8 +58,11 @@ def test_the_network_sees_the_canonical_skeleton(setup):
     # independently: plain smplx with AnalyIK's pose, root rotation zero, joints root-relative
     rotvec = roma.rotmat_to_rotvec(solution.analytic_rotmats)
     with torch.no_grad():
-        expected = plain(global_orient=torch.zeros(len(joints), 3, dtype=torch.float64),
-                         body_pose=rotvec[:, 1:].reshape(len(joints), 69), betas=solution.betas).joints[:, :24]
+        expected = plain(
+            global_orient=torch.zeros(len(joints), 3, dtype=torch.float64),
+            body_pose=rotvec[:, 1:].reshape(len(joints), 69),
+            betas=solution.betas,
+        ).joints[:, :24]
     expected = expected - expected[:, :1]
     assert (seen - expected).norm(dim=-1).max() < 1e-6  # 1 micrometre (axis-angle round trip)
     assert torch.equal(betas_seen, solution.betas)

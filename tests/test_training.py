@@ -1,4 +1,5 @@
 """The training step: a few optimizer steps on a tiny db lower the loss; the twist-only path needs no mesh."""
+
 import torch
 
 from lib.core.config import REPO_ROOT
@@ -51,6 +52,7 @@ def test_theta_loss_is_zero_for_the_oracle_twists():
     class Oracle(torch.nn.Module):
         def forward(self, joints, betas):
             from lib.solver.twist import part_phis
+
             return part_phis(SMPL_TREE, batch["twist_angle"])
 
     out = training_step(SMPL_TREE, body, Oracle(), batch, {"phi": 1.0, "theta": 1.0, "vert": 1.0})
@@ -68,11 +70,26 @@ def test_trainer_stops_on_a_nan_loss(tmp_path, monkeypatch):
 
     db_dir = tmp_path / "db"
     for split, seed in (("train", 1), ("test", 2)):
-        write_db(db_dir / f"amass_{split}_db.pt", make_synthetic_db("smpl", 32, seed, str(OPEN_SMPL), split=split),
-                 "smpl")
-    cfg = get_cfg("configs/smpl/open_train.yaml", [
-        "DATA.DB_DIR", str(db_dir), "TRAIN.DATASETS_3D", "['AMASS']", "TRAIN.DATASET_EVAL", "AMASS",
-        "TRAIN.BATCH_SIZE", "8", "LOGDIR", str(tmp_path / "run"), "TRAIN.END_EPOCH", "1"])
+        write_db(
+            db_dir / f"amass_{split}_db.pt", make_synthetic_db("smpl", 32, seed, str(OPEN_SMPL), split=split), "smpl"
+        )
+    cfg = get_cfg(
+        "configs/smpl/open_train.yaml",
+        [
+            "DATA.DB_DIR",
+            str(db_dir),
+            "TRAIN.DATASETS_3D",
+            "['AMASS']",
+            "TRAIN.DATASET_EVAL",
+            "AMASS",
+            "TRAIN.BATCH_SIZE",
+            "8",
+            "LOGDIR",
+            str(tmp_path / "run"),
+            "TRAIN.END_EPOCH",
+            "1",
+        ],
+    )
 
     def nan_step(*args, **kwargs):
         nan = torch.tensor(float("nan"), requires_grad=True)
@@ -92,12 +109,14 @@ class _RecordingOracle(torch.nn.Module):
 
     def forward(self, joints, betas):
         from lib.solver.twist import part_phis
+
         self.seen = joints.detach().clone()
         return part_phis(SMPL_TREE, self.batch["twist_angle"])
 
 
 def test_joint_noise_zero_reads_the_clean_joints_and_draws_nothing():
     from lib.kinematics.skeleton import root_relative
+
     body, batch = _batch(16, 8)
     oracle = _RecordingOracle(batch)
     state = torch.get_rng_state()
@@ -109,11 +128,13 @@ def test_joint_noise_zero_reads_the_clean_joints_and_draws_nothing():
 
 def root_zeroed_pose(batch):
     from lib.engine.losses import root_zeroed
+
     return root_zeroed(batch["pose"])
 
 
 def test_joint_noise_shows_noisy_canonical_joints_and_keeps_clean_targets():
     from lib.kinematics.skeleton import bone_lengths
+
     body, batch = _batch(64, 9)
     weights = {"phi": 1.0, "vert": 1.0}
     oracle = _RecordingOracle(batch)
@@ -127,7 +148,7 @@ def test_joint_noise_shows_noisy_canonical_joints_and_keeps_clean_targets():
     noisy = oracle.seen[~untouched]
     # at least the noise; up to a whole-body turn, since a noisy pelvis orientation turns the canonical body
     assert 0.01 < moved[~untouched].median().item() < 1.0
-    assert noisy[:, SMPL_TREE.root].abs().max() < 1e-6       # root-relative, like the canonical skeleton
+    assert noisy[:, SMPL_TREE.root].abs().max() < 1e-6  # root-relative, like the canonical skeleton
     # PR-C + AnalyIK give back the bone lengths of the known body, whatever the noise did to them
     rest = body.rest_joints(batch["betas"][~untouched])
     assert torch.allclose(bone_lengths(SMPL_TREE, noisy), bone_lengths(SMPL_TREE, rest), atol=1e-4)
@@ -137,6 +158,7 @@ def test_joint_noise_shows_noisy_canonical_joints_and_keeps_clean_targets():
 
 def test_joint_noise_in_the_robust_mode_turns_the_canonical_body_less():
     from lib.solver.pipeline import RobustOptions
+
     body, batch = _batch(64, 10)
     oracle = _RecordingOracle(batch)
     training_step(SMPL_TREE, body, oracle, batch, {"phi": 1.0, "vert": 0.0})
@@ -144,8 +166,16 @@ def test_joint_noise_in_the_robust_mode_turns_the_canonical_body_less():
     moved = {}
     for name, robust in (("paper", None), ("robust", RobustOptions())):
         torch.manual_seed(5)  # the same samples and the same noise for both
-        training_step(SMPL_TREE, body, oracle, batch, {"phi": 1.0, "vert": 0.0}, joint_noise_mm=20.0,
-                      noise_fraction=1.0, robust=robust)
+        training_step(
+            SMPL_TREE,
+            body,
+            oracle,
+            batch,
+            {"phi": 1.0, "vert": 0.0},
+            joint_noise_mm=20.0,
+            noise_fraction=1.0,
+            robust=robust,
+        )
         moved[name] = (oracle.seen - clean).norm(dim=-1).mean(dim=1).median()
     # the paper's pelvis orientation swings the whole canonical body; the rigid-group fit much less
     assert moved["robust"] < 0.6 * moved["paper"]

@@ -20,16 +20,18 @@ HAND_LOCAL_PARENTS = (-1, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0
 LEFT_TWIST_JOINTS = (37, 38, 39, 25, 26, 27, 28, 29, 30, 34, 35, 36, 31, 32, 33)
 
 
-@pytest.mark.parametrize(("wrist", "first_finger", "first_tip", "expected"),
-                         [(20, 25, 66, LEFT_HAND), (21, 40, 71, RIGHT_HAND)])
+@pytest.mark.parametrize(
+    ("wrist", "first_finger", "first_tip", "expected"), [(20, 25, 66, LEFT_HAND), (21, 40, 71, RIGHT_HAND)]
+)
 def test_hand_builder_gives_the_method_slots(wrist, first_finger, first_tip, expected):
     local, parents, wrist_spec, twist_joints, segments = tree_module._smplx_hand(wrist, first_finger, first_tip)
     assert local == expected
     assert parents == {expected[k]: expected[p] for k, p in enumerate(HAND_LOCAL_PARENTS) if p >= 0}
     # wrist: primary = index and middle bases (local 5, 9), secondary = ring and pinky bases (local 13, 17)
-    assert wrist_spec == TwoDirectionJoint(wrist, primary=(expected[5], expected[9]),
-                                           secondary=(expected[13], expected[17]))
-    fingers = [expected[1 + 4 * f:4 + 4 * f] for f in range(5)]  # thumb, index, middle, ring, pinky (no tips)
+    assert wrist_spec == TwoDirectionJoint(
+        wrist, primary=(expected[5], expected[9]), secondary=(expected[13], expected[17])
+    )
+    fingers = [expected[1 + 4 * f : 4 + 4 * f] for f in range(5)]  # thumb, index, middle, ring, pinky (no tips)
     assert twist_joints == sum(fingers, ())
     assert segments == tuple(fingers)
     if wrist == 20:

@@ -5,6 +5,7 @@ On rigid targets both directions match, so swapping their roles shows nothing; o
 primary and secondary offsets no longer keep their rest angle and the roles are visible. Expected directions are
 written from METHOD.md section 4, not taken from the tree.
 """
+
 import pytest
 import torch
 from conftest import posed_skeleton, random_pose
@@ -17,10 +18,16 @@ from lib.solver.analytic_ik import solve_rotations
 # (joint, primary children, secondary children): the directions are mean offsets from the joint (section 4)
 PELVIS = (0, (3,), (1, 2))
 SPINE3 = (9, (13,), (12, 14))
-L_WRIST = (20, (25, 28), (34, 31))   # index and middle bases; ring and pinky bases
+L_WRIST = (20, (25, 28), (34, 31))  # index and middle bases; ring and pinky bases
 R_WRIST = (21, (40, 43), (49, 46))
-CASES = [(SMPL_TREE, PELVIS), (SMPL_TREE, SPINE3),
-         (SMPLX_TREE, PELVIS), (SMPLX_TREE, SPINE3), (SMPLX_TREE, L_WRIST), (SMPLX_TREE, R_WRIST)]
+CASES = [
+    (SMPL_TREE, PELVIS),
+    (SMPL_TREE, SPINE3),
+    (SMPLX_TREE, PELVIS),
+    (SMPLX_TREE, SPINE3),
+    (SMPLX_TREE, L_WRIST),
+    (SMPLX_TREE, R_WRIST),
+]
 BATCH = 64
 
 
@@ -48,7 +55,7 @@ def _global_rotations(parents, local, upto):
 
 
 def _mean_offset(joints, joint, children):
-    return (joints[:, list(children)] - joints[:, joint:joint + 1]).mean(dim=1)
+    return (joints[:, list(children)] - joints[:, joint : joint + 1]).mean(dim=1)
 
 
 def _angle(a, b):

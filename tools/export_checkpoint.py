@@ -1,7 +1,8 @@
 """Strip a training checkpoint to what evaluation needs (weights, epoch, score, config) for shipping.
 
-    python tools/export_checkpoint.py <run>/model_best.pth.tar data/open/smpl/pretrained_model/model_best.pth.tar
+python tools/export_checkpoint.py <run>/model_best.pth.tar data/open/smpl/pretrained_model/model_best.pth.tar
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,9 @@ def main() -> None:
     args = parser.parse_args()
     state = load_checkpoint(args.source, hint="(the source argument)")
     path = save_checkpoint(args.target, {k: state[k] for k in KEEP if k in state})
-    print(f"{path}: {path.stat().st_size / 1e6:.1f} MB (epoch {state.get('epoch')}, "
-          f"MixIK MPVE {state.get('performace')})")
+    print(
+        f"{path}: {path.stat().st_size / 1e6:.1f} MB (epoch {state.get('epoch')}, MixIK MPVE {state.get('performace')})"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Each is one synthetic sequence of 16 frames (the eval db's pose sampler, seeded)
 +x, in metres, y up, float32: SMPL (16, 24, 3) in SMPL order; SMPL-X (16, 65, 3): the 55 skeleton joints, then the
 10 fingertips (``--joint-order smplx65``). Noise-free, so fitting them reproduces them to a fraction of a mm.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,7 @@ def example_sequence(body: str, frames: int = 16, seed: int = 3) -> np.ndarray:
     """(frames, J, 3) float32 joints of one sampled sequence, walking 4 cm a frame along +x, pelvis ~1 m up."""
     sampler, order = SAMPLERS[body]
     poses = sampler(frames, seed, sequence=SequenceConfig(length=(frames, frames)))
-    model = BodyModel.from_file(resolve_path(body_defaults(body).DATA.BODY_MODEL), model_type=body,
-                                dtype=torch.float64)
+    model = BodyModel.from_file(resolve_path(body_defaults(body).DATA.BODY_MODEL), model_type=body, dtype=torch.float64)
     pose = torch.as_tensor(poses.pose)
     pose[:, 0] = 0.0  # upright, facing +z
     joints = model.posed_joints(pose, torch.as_tensor(poses.betas[:, :10])).numpy()

@@ -6,6 +6,7 @@
 A (bone lengths in mm per unit beta) is the least-squares fit of bl(t(beta)) - bl(t(0)) = A beta over betas drawn
 from N(0, sigma^2); the RMS residual of that linear model is printed. Use A only with the body model it came from.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,10 +35,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    body = BodyModel.from_file(args.model, model_type=args.body, kid_template_path=args.kid_template,
-                               num_betas=args.num_betas, dtype=torch.float64)
-    matrix, residual = fit_bone_length_model(TREES[args.body], body.rest_joints, body.num_betas, args.samples,
-                                             args.sigma, args.seed)
+    body = BodyModel.from_file(
+        args.model,
+        model_type=args.body,
+        kid_template_path=args.kid_template,
+        num_betas=args.num_betas,
+        dtype=torch.float64,
+    )
+    matrix, residual = fit_bone_length_model(
+        TREES[args.body], body.rest_joints, body.num_betas, args.samples, args.sigma, args.seed
+    )
     path = save_skeleton_2_beta(args.out, matrix.numpy())
     print(f"A {tuple(matrix.shape)} (mm per unit beta) -> {path}; RMS residual of the linear model: {residual:.3f} mm")
 

@@ -12,6 +12,7 @@ rotation times a constant rest alignment ``A`` (computed once per source skeleto
 local frame (the same two directions, read from the joint map and the source rest pose), so a bone's direction and
 its roll (twist) carry over. Joint-map format and the rules: docs/motion_data.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,13 +26,26 @@ import numpy as np
 import roma
 import torch
 
-__all__ = ['BvhError', 'BvhSkeleton', 'read_bvh', 'parse_bvh', 'forward_kinematics', 'JointMapError', 'JointMap',
-           'load_joint_map', 'RetargetTarget', 'rest_alignment', 'retarget', 'detect_unit_scale', 'UNIT_SCALE']
+__all__ = [
+    "BvhError",
+    "BvhSkeleton",
+    "read_bvh",
+    "parse_bvh",
+    "forward_kinematics",
+    "JointMapError",
+    "JointMap",
+    "load_joint_map",
+    "RetargetTarget",
+    "rest_alignment",
+    "retarget",
+    "detect_unit_scale",
+    "UNIT_SCALE",
+]
 
-_AXES = {'X': 0, 'Y': 1, 'Z': 2}
-_ROT_CHANNELS = ('Xrotation', 'Yrotation', 'Zrotation')
-_POS_CHANNELS = ('Xposition', 'Yposition', 'Zposition')
-UNIT_SCALE = {'m': 1.0, 'cm': 0.01, 'mm': 0.001, 'inch': 0.0254}
+_AXES = {"X": 0, "Y": 1, "Z": 2}
+_ROT_CHANNELS = ("Xrotation", "Yrotation", "Zrotation")
+_POS_CHANNELS = ("Xposition", "Yposition", "Zposition")
+UNIT_SCALE = {"m": 1.0, "cm": 0.01, "mm": 0.001, "inch": 0.0254}
 
 
 class BvhError(ValueError):
@@ -63,7 +77,7 @@ class BvhSkeleton:
         try:
             return self.names.index(name)
         except ValueError:
-            raise JointMapError(f'the skeleton has no joint {name!r}; it has {list(self.names)}') from None
+            raise JointMapError(f"the skeleton has no joint {name!r}; it has {list(self.names)}") from None
 
     def rest_positions(self) -> np.ndarray:
         """(S, 3) joint positions with every channel at zero (offsets only), in the file's unit."""
@@ -78,13 +92,13 @@ def read_bvh(path: str | os.PathLike) -> tuple[BvhSkeleton, np.ndarray]:
     and line of the first problem."""
     path = Path(path)
     try:
-        text = path.read_text(errors='replace')
+        text = path.read_text(errors="replace")
     except OSError as err:
-        raise BvhError(f'{path}: cannot read ({err.strerror})') from None
+        raise BvhError(f"{path}: cannot read ({err.strerror})") from None
     return parse_bvh(text, str(path))
 
 
-def parse_bvh(text: str, source: str = '<bvh>') -> tuple[BvhSkeleton, np.ndarray]:
+def parse_bvh(text: str, source: str = "<bvh>") -> tuple[BvhSkeleton, np.ndarray]:
     """:func:`read_bvh` on the text of a file; ``source`` names it in errors."""
     lines = text.splitlines()
     tokens = [(n + 1, tok) for n, line in enumerate(lines) for tok in line.split()]
@@ -92,12 +106,12 @@ def parse_bvh(text: str, source: str = '<bvh>') -> tuple[BvhSkeleton, np.ndarray
 
     def fail(msg: str, at: int | None = None) -> BvhError:
         line = tokens[min(at if at is not None else pos, len(tokens) - 1)][0] if tokens else 1
-        return BvhError(f'{source}, line {line}: {msg}')
+        return BvhError(f"{source}, line {line}: {msg}")
 
     def take() -> str:
         nonlocal pos
         if pos >= len(tokens):
-            raise fail('unexpected end of file')
+            raise fail("unexpected end of file")
         pos += 1
         return tokens[pos - 1][1]
 
@@ -106,15 +120,15 @@ def parse_bvh(text: str, source: str = '<bvh>') -> tuple[BvhSkeleton, np.ndarray
         try:
             value = float(tok)
         except ValueError:
-            raise fail(f'expected a number, got {tok!r}', pos - 1) from None
+            raise fail(f"expected a number, got {tok!r}", pos - 1) from None
         if not math.isfinite(value):
-            raise fail(f'non-finite number {tok!r}', pos - 1)
+            raise fail(f"non-finite number {tok!r}", pos - 1)
         return value
 
     def expect(word: str) -> None:
         tok = take()
         if tok.upper() != word.upper():
-            raise fail(f'expected {word!r}, got {tok!r}', pos - 1)
+            raise fail(f"expected {word!r}, got {tok!r}", pos - 1)
 
     names, parents, offsets, channels, ends = [], [], [], [], []
 
@@ -124,68 +138,70 @@ def parse_bvh(text: str, source: str = '<bvh>') -> tuple[BvhSkeleton, np.ndarray
         names.append(name)
         parents.append(parent)
         ends.append(None)
-        expect('{')
-        expect('OFFSET')
+        expect("{")
+        expect("OFFSET")
         offsets.append([number(), number(), number()])
-        expect('CHANNELS')
+        expect("CHANNELS")
         count_tok = take()
         if not count_tok.isdigit():
-            raise fail(f'expected a channel count, got {count_tok!r}', pos - 1)
+            raise fail(f"expected a channel count, got {count_tok!r}", pos - 1)
         chans = tuple(take() for _ in range(int(count_tok)))
         for c in chans:
             if c not in _ROT_CHANNELS + _POS_CHANNELS:
-                raise fail(f'unknown channel {c!r} of joint {name!r} (allowed: {_POS_CHANNELS + _ROT_CHANNELS})')
+                raise fail(f"unknown channel {c!r} of joint {name!r} (allowed: {_POS_CHANNELS + _ROT_CHANNELS})")
         channels.append(chans)
         while True:
             tok = take()
-            if tok == '}':
+            if tok == "}":
                 return
-            if tok.upper() == 'JOINT':
+            if tok.upper() == "JOINT":
                 joint(index)
-            elif tok.upper() == 'END':
-                expect('Site')
-                expect('{')
-                expect('OFFSET')
+            elif tok.upper() == "END":
+                expect("Site")
+                expect("{")
+                expect("OFFSET")
                 ends[index] = np.array([number(), number(), number()])
-                expect('}')
+                expect("}")
             else:
-                raise fail(f'expected JOINT, End Site or }} in joint {name!r}, got {tok!r}', pos - 1)
+                raise fail(f"expected JOINT, End Site or }} in joint {name!r}, got {tok!r}", pos - 1)
 
-    expect('HIERARCHY')
-    while pos < len(tokens) and tokens[pos][1].upper() == 'ROOT':
+    expect("HIERARCHY")
+    while pos < len(tokens) and tokens[pos][1].upper() == "ROOT":
         take()
         joint(-1)
     if not names:
-        raise fail('no ROOT joint')
-    expect('MOTION')
-    expect('Frames:')
+        raise fail("no ROOT joint")
+    expect("MOTION")
+    expect("Frames:")
     frames_tok = take()
     if not frames_tok.isdigit():
-        raise fail(f'expected a frame count, got {frames_tok!r}', pos - 1)
-    expect('Frame')
-    expect('Time:')
+        raise fail(f"expected a frame count, got {frames_tok!r}", pos - 1)
+    expect("Frame")
+    expect("Time:")
     frame_time = number()
     if frame_time <= 0:
-        raise fail('Frame Time must be positive', pos - 1)
+        raise fail("Frame Time must be positive", pos - 1)
     n_frames, n_chan = int(frames_tok), sum(len(c) for c in channels)
     first_line = tokens[pos][0] if pos < len(tokens) else len(lines) + 1
-    rows = [line.split() for line in lines[first_line - 1:] if line.strip()]
+    rows = [line.split() for line in lines[first_line - 1 :] if line.strip()]
     if len(rows) != n_frames:
-        raise BvhError(f'{source}, line {first_line}: the header says {n_frames} frames, the file has {len(rows)}')
+        raise BvhError(f"{source}, line {first_line}: the header says {n_frames} frames, the file has {len(rows)}")
     for k, row in enumerate(rows):
         if len(row) != n_chan:
-            raise BvhError(f'{source}, line {first_line + k}: frame {k} has {len(row)} values, the hierarchy has '
-                           f'{n_chan} channels')
+            raise BvhError(
+                f"{source}, line {first_line + k}: frame {k} has {len(row)} values, the hierarchy has {n_chan} channels"
+            )
     try:
         motion = np.array(rows, dtype=np.float64).reshape(n_frames, n_chan)
     except ValueError:
         bad = next(k for k, row in enumerate(rows) if not _all_numbers(row))
-        raise BvhError(f'{source}, line {first_line + bad}: frame {bad} holds a value that is not a number') from None
+        raise BvhError(f"{source}, line {first_line + bad}: frame {bad} holds a value that is not a number") from None
     if not np.isfinite(motion).all():
         bad = int(np.flatnonzero(~np.isfinite(motion).all(1))[0])
-        raise BvhError(f'{source}, line {first_line + bad}: frame {bad} holds a non-finite value')
-    skeleton = BvhSkeleton(tuple(names), tuple(parents), np.array(offsets, dtype=np.float64), tuple(channels),
-                           tuple(ends), frame_time)
+        raise BvhError(f"{source}, line {first_line + bad}: frame {bad} holds a non-finite value")
+    skeleton = BvhSkeleton(
+        tuple(names), tuple(parents), np.array(offsets, dtype=np.float64), tuple(channels), tuple(ends), frame_time
+    )
     return skeleton, motion
 
 
@@ -235,7 +251,7 @@ def forward_kinematics(skeleton: BvhSkeleton, motion: np.ndarray) -> tuple[np.nd
             rot[:, j], pos[:, j] = local, trans
         else:
             rot[:, j] = rot[:, parent] @ local
-            pos[:, j] = pos[:, parent] + np.einsum('fab,fb->fa', rot[:, parent], trans)
+            pos[:, j] = pos[:, parent] + np.einsum("fab,fb->fa", rot[:, parent], trans)
     return rot, pos
 
 
@@ -248,15 +264,16 @@ def detect_unit_scale(skeleton: BvhSkeleton) -> tuple[str, float]:
     for j, p in enumerate(skeleton.parents):
         reach[j] = lengths[j] + (reach[p] if p >= 0 else 0.0)
     size = float(reach.max())
-    for unit, scale in (('m', 1.0), ('cm', 0.01), ('mm', 0.001)):
+    for unit, scale in (("m", 1.0), ("cm", 0.01), ("mm", 0.001)):
         if 0.4 <= size * scale <= 4.0:
             return unit, scale
-    raise ValueError(f'cannot tell the unit of a skeleton {size:g} units tall; pass --unit (m, cm, mm, inch)')
+    raise ValueError(f"cannot tell the unit of a skeleton {size:g} units tall; pass --unit (m, cm, mm, inch)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Joint maps
 # ---------------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class MappedJoint:
@@ -264,8 +281,8 @@ class MappedJoint:
 
     target: str
     source: str
-    bone: Any             # a local 3-vector, or the name of a source joint (direction from the rest pose)
-    reference: Any        # a local 3-vector, or [from, to] source joint names (a rest-pose line)
+    bone: Any  # a local 3-vector, or the name of a source joint (direction from the rest pose)
+    reference: Any  # a local 3-vector, or [from, to] source joint names (a rest-pose line)
     target_child: str | None
     target_bone: tuple[float, float, float] | None
     target_reference: tuple[float, float, float]
@@ -277,14 +294,14 @@ class JointMap:
 
     name: str
     joints: tuple[MappedJoint, ...]
-    interpolated: tuple[tuple[str, str, str, float], ...]   # (target, from, to, fraction)
+    interpolated: tuple[tuple[str, str, str, float], ...]  # (target, from, to, fraction)
     world_rotation: np.ndarray
 
 
 def _vector(value: Any, where: str) -> tuple[float, float, float]:
     arr = np.asarray(value, dtype=np.float64) if isinstance(value, (list, tuple)) else None
     if arr is None or arr.shape != (3,) or not np.isfinite(arr).all() or np.linalg.norm(arr) < 1e-9:
-        raise JointMapError(f'{where} must be a non-zero list of 3 numbers, got {value!r}')
+        raise JointMapError(f"{where} must be a non-zero list of 3 numbers, got {value!r}")
     return tuple(float(v) for v in arr)
 
 
@@ -296,49 +313,58 @@ def load_joint_map(path: str | os.PathLike) -> JointMap:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
-        raise JointMapError(f'{path}: cannot read the joint map ({err})') from None
+        raise JointMapError(f"{path}: cannot read the joint map ({err})") from None
     return joint_map_from_dict(data, str(path))
 
 
-def joint_map_from_dict(data: Mapping[str, Any], source: str = '<joint map>') -> JointMap:
+def joint_map_from_dict(data: Mapping[str, Any], source: str = "<joint map>") -> JointMap:
     """A :class:`JointMap` from the parsed YAML (``joints``, optional ``interpolated``, ``world_rotation``)."""
-    if not isinstance(data, Mapping) or not isinstance(data.get('joints'), Mapping):
+    if not isinstance(data, Mapping) or not isinstance(data.get("joints"), Mapping):
         raise JointMapError(f'{source}: a joint map needs a mapping "joints: {{target: {{source: ...}}}}"')
     joints = []
-    for target, spec in data['joints'].items():
-        where = f'{source}: joints.{target}'
-        if not isinstance(spec, Mapping) or 'source' not in spec or 'reference' not in spec:
+    for target, spec in data["joints"].items():
+        where = f"{source}: joints.{target}"
+        if not isinstance(spec, Mapping) or "source" not in spec or "reference" not in spec:
             raise JointMapError(f'{where} needs "source" and "reference" (and "bone" or a source child)')
-        bone = spec.get('bone')
-        bone = bone if isinstance(bone, str) else _vector(bone, f'{where}.bone')
-        ref = spec['reference']
+        bone = spec.get("bone")
+        bone = bone if isinstance(bone, str) else _vector(bone, f"{where}.bone")
+        ref = spec["reference"]
         if isinstance(ref, (list, tuple)) and len(ref) == 2 and all(isinstance(r, str) for r in ref):
             ref = tuple(ref)
         else:
-            ref = _vector(ref, f'{where}.reference')
-        tb = spec.get('target_bone')
-        joints.append(MappedJoint(str(target), str(spec['source']), bone, ref, spec.get('target_child'),
-                                  None if tb is None else _vector(tb, f'{where}.target_bone'),
-                                  _vector(spec.get('target_reference', [0.0, 0.0, 1.0]),
-                                          f'{where}.target_reference')))
+            ref = _vector(ref, f"{where}.reference")
+        tb = spec.get("target_bone")
+        joints.append(
+            MappedJoint(
+                str(target),
+                str(spec["source"]),
+                bone,
+                ref,
+                spec.get("target_child"),
+                None if tb is None else _vector(tb, f"{where}.target_bone"),
+                _vector(spec.get("target_reference", [0.0, 0.0, 1.0]), f"{where}.target_reference"),
+            )
+        )
     interpolated = []
-    for target, spec in (data.get('interpolated') or {}).items():
+    for target, spec in (data.get("interpolated") or {}).items():
         try:
-            a, b = spec['between']
-            t = float(spec.get('fraction', 0.5))
+            a, b = spec["between"]
+            t = float(spec.get("fraction", 0.5))
         except (TypeError, KeyError, ValueError):
-            raise JointMapError(f'{source}: interpolated.{target} needs "between: [joint, joint]" and an optional '
-                                '"fraction" in [0, 1]') from None
+            raise JointMapError(
+                f'{source}: interpolated.{target} needs "between: [joint, joint]" and an optional "fraction" in [0, 1]'
+            ) from None
         interpolated.append((str(target), str(a), str(b), t))
-    world = np.asarray(data.get('world_rotation', np.eye(3)), dtype=np.float64)
+    world = np.asarray(data.get("world_rotation", np.eye(3)), dtype=np.float64)
     if world.shape != (3, 3) or not np.allclose(world @ world.T, np.eye(3), atol=1e-6) or np.linalg.det(world) < 0:
-        raise JointMapError(f'{source}: world_rotation must be a 3x3 rotation matrix (rows)')
-    return JointMap(str(data.get('name', source)), tuple(joints), tuple(interpolated), world)
+        raise JointMapError(f"{source}: world_rotation must be a 3x3 rotation matrix (rows)")
+    return JointMap(str(data.get("name", source)), tuple(joints), tuple(interpolated), world)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Retargeting
 # ---------------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class RetargetTarget:
@@ -353,14 +379,14 @@ class RetargetTarget:
         """For a KinematicTree: its pose slots, the first ``len(names)`` of them named by ``names`` (the rest get
         placeholder names, so they can never be mapped)."""
         p = tree.num_pose_joints
-        names = tuple(names[:p]) + tuple(f'slot{k}' for k in range(len(names), p))
+        names = tuple(names[:p]) + tuple(f"slot{k}" for k in range(len(names), p))
         return cls(names, tuple(tree.parents[:p]), np.asarray(rest_joints, dtype=np.float64)[:p])
 
     def index(self, name: str) -> int:
         try:
             return self.names.index(name)
         except ValueError:
-            raise JointMapError(f'the body model has no joint {name!r}; it has {list(self.names)}') from None
+            raise JointMapError(f"the body model has no joint {name!r}; it has {list(self.names)}") from None
 
     def bone(self, joint: MappedJoint) -> np.ndarray:
         """Rest bone direction of a mapped target joint: ``target_bone``, or towards ``target_child``, or towards
@@ -383,7 +409,7 @@ def _frame(primary: np.ndarray, secondary: np.ndarray, what: str) -> np.ndarray:
     u = primary / np.linalg.norm(primary)
     v = secondary - (secondary @ u) * u
     if np.linalg.norm(v) < 0.1 * np.linalg.norm(secondary):
-        raise JointMapError(f'{what}: the reference direction is (nearly) parallel to the bone; choose another')
+        raise JointMapError(f"{what}: the reference direction is (nearly) parallel to the bone; choose another")
     v /= np.linalg.norm(v)
     return np.stack([u, v, np.cross(u, v)], axis=1)
 
@@ -405,9 +431,9 @@ def rest_alignment(skeleton: BvhSkeleton, joint: MappedJoint, target: RetargetTa
     else:
         ref = np.asarray(joint.reference)
     if np.linalg.norm(bone) < 1e-9:
-        raise JointMapError(f'{joint.target}: the source bone of {joint.source!r} has zero length; give a vector')
-    source_frame = _frame(bone, ref, f'{joint.target} <- {joint.source}')
-    target_frame = _frame(target.bone(joint), np.asarray(joint.target_reference), f'{joint.target} (target)')
+        raise JointMapError(f"{joint.target}: the source bone of {joint.source!r} has zero length; give a vector")
+    source_frame = _frame(bone, ref, f"{joint.target} <- {joint.source}")
+    target_frame = _frame(target.bone(joint), np.asarray(joint.target_reference), f"{joint.target} (target)")
     return source_frame @ target_frame.T
 
 
@@ -417,8 +443,9 @@ def _slerp_identity(rot: np.ndarray, t: float) -> np.ndarray:
     return roma.rotvec_to_rotmat(rv).numpy()
 
 
-def retarget(skeleton: BvhSkeleton, source_global: np.ndarray, joint_map: JointMap,
-             target: RetargetTarget) -> np.ndarray:
+def retarget(
+    skeleton: BvhSkeleton, source_global: np.ndarray, joint_map: JointMap, target: RetargetTarget
+) -> np.ndarray:
     """Local rotations (F, P, 3, 3) of the target's pose slots from source global rotations (F, S, 3, 3).
 
     Mapped joints: ``G = W G_source A``. Interpolated joints (``between: [a, b]``, fraction t): the global rotation
@@ -433,13 +460,13 @@ def retarget(skeleton: BvhSkeleton, source_global: np.ndarray, joint_map: JointM
     for name, first, second, t in joint_map.interpolated:
         ga, gb = glob[:, target.index(first)], glob[:, target.index(second)]
         if np.isnan(ga).any() or np.isnan(gb).any():
-            raise JointMapError(f'interpolated {name!r}: {first!r} and {second!r} must both be mapped joints')
+            raise JointMapError(f"interpolated {name!r}: {first!r} and {second!r} must both be mapped joints")
         glob[:, target.index(name)] = ga @ _slerp_identity(np.swapaxes(ga, -1, -2) @ gb, t)
     local = np.zeros_like(glob)
     for k, parent in enumerate(target.parents):
         if np.isnan(glob[:, k]).any():
             if parent < 0:
-                raise JointMapError(f'the root joint {target.names[k]!r} must be mapped')
+                raise JointMapError(f"the root joint {target.names[k]!r} must be mapped")
             glob[:, k] = glob[:, parent]
         local[:, k] = glob[:, k] if parent < 0 else np.swapaxes(glob[:, parent], -1, -2) @ glob[:, k]
     return local

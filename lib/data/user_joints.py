@@ -12,6 +12,7 @@ A joint order names the input's columns (joints) with the tree's joint names (sm
   the five extra joints of a 29-joint HybrIK skeleton), or an object {joint name: column index}.
 Pure functions over arrays, except :func:`read_joints` and :func:`load_joint_order`, which read files.
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,7 +31,7 @@ def _fingertip_names(tree: KinematicTree) -> tuple[str, ...]:
     return tuple(tree.joint_names[hand[k]] for hand in tree.hands for k in range(4, len(hand), 4))
 
 
-_SMPLX_SKELETON = SMPLX_TREE.joint_names[:SMPLX_TREE.num_pose_joints]
+_SMPLX_SKELETON = SMPLX_TREE.joint_names[: SMPLX_TREE.num_pose_joints]
 JOINT_ORDERS: dict[str, tuple[str, ...]] = {
     "smpl24": SMPL_TREE.joint_names,
     "smplx127": tuple(SMPLX_OUTPUT_NAMES[:127]),
@@ -62,8 +63,10 @@ def load_joint_order(spec: str) -> tuple[str | None, ...] | dict[str, int]:
         return tuple(mapping)
     if isinstance(mapping, dict) and all(isinstance(c, int) and not isinstance(c, bool) for c in mapping.values()):
         return {str(k): int(v) for k, v in mapping.items()}
-    raise ValueError(f"joint order file {path}: expected a list of joint names (one per input column) or an "
-                     "object {joint name: column index}")
+    raise ValueError(
+        f"joint order file {path}: expected a list of joint names (one per input column) or an "
+        "object {joint name: column index}"
+    )
 
 
 def to_slots(joints: np.ndarray, order: tuple[str | None, ...] | dict[str, int], tree: KinematicTree) -> np.ndarray:
@@ -76,8 +79,10 @@ def to_slots(joints: np.ndarray, order: tuple[str | None, ...] | dict[str, int],
     if isinstance(order, dict):
         unknown = sorted(set(order) - set(tree.joint_names))
         if unknown:
-            raise ValueError(f"joint order names joints the {tree.name} skeleton does not have: {unknown}; "
-                             f"use names from: {', '.join(tree.joint_names)}")
+            raise ValueError(
+                f"joint order names joints the {tree.name} skeleton does not have: {unknown}; "
+                f"use names from: {', '.join(tree.joint_names)}"
+            )
         columns = dict(order)
     else:
         if len(order) != num_columns:
@@ -92,12 +97,15 @@ def to_slots(joints: np.ndarray, order: tuple[str | None, ...] | dict[str, int],
     if missing:
         hint = ""
         if set(missing) <= set(_fingertip_names(tree)):
-            hint = (" (SMPL-X fitting needs the 10 fingertips: give smplx's 127-joint output, the 76-slot view or "
-                    "55 joints + 10 fingertips, --joint-order smplx127 | smplx76 | smplx65)")
-        raise ValueError(f"the skeleton lacks {len(missing)} joint(s) the {tree.name} solver needs: "
-                         f"{', '.join(missing)}{hint}")
+            hint = (
+                " (SMPL-X fitting needs the 10 fingertips: give smplx's 127-joint output, the 76-slot view or "
+                "55 joints + 10 fingertips, --joint-order smplx127 | smplx76 | smplx65)"
+            )
+        raise ValueError(
+            f"the skeleton lacks {len(missing)} joint(s) the {tree.name} solver needs: {', '.join(missing)}{hint}"
+        )
     root = columns[tree.joint_names[tree.root]]
-    out = np.repeat(joints[:, root:root + 1], tree.num_joints, axis=1)
+    out = np.repeat(joints[:, root : root + 1], tree.num_joints, axis=1)
     for name, column in columns.items():
         out[:, slot_of[name]] = joints[:, column]
     return out
@@ -108,8 +116,10 @@ def default_order(tree: KinematicTree, num_joints: int) -> tuple[str, ...]:
     name = order_for_count(num_joints)
     if name is None:
         counts = ", ".join(f"{len(v)} ({k})" for k, v in JOINT_ORDERS.items())
-        raise ValueError(f"{num_joints} joints per frame matches no built-in joint order ({counts}); pass a JSON "
-                         "joint order mapping your joints to SMPL / SMPL-X names (--joint-order my_order.json)")
+        raise ValueError(
+            f"{num_joints} joints per frame matches no built-in joint order ({counts}); pass a JSON "
+            "joint order mapping your joints to SMPL / SMPL-X names (--joint-order my_order.json)"
+        )
     return JOINT_ORDERS[name]
 
 

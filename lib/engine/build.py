@@ -4,12 +4,14 @@ The input files a config names (body model, databases, checkpoints) are resolved
 repository root; the rooms below (``lib/data``, ``lib/models``, ``lib/solver``, ``lib/kinematics``) receive ready
 paths and values, never a cfg.
 """
+
 from __future__ import annotations
 
 import copy
 import logging
 import random
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,10 +55,12 @@ def random_states() -> dict:
     a checkpoint holding them stays loadable with weights-only unpickling."""
     version, internal, gauss_next = random.getstate()
     kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
-    return {"python": [version, list(internal), gauss_next],
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached_gaussian)],
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    return {
+        "python": [version, list(internal), gauss_next],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached_gaussian)],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
 
 
 def set_random_states(states: dict) -> None:
@@ -82,8 +86,9 @@ def tree_for(cfg: CfgNode) -> KinematicTree:
 
 def build_body_model(cfg: CfgNode, device: torch.device, dtype: torch.dtype = torch.float32) -> BodyModel:
     kid = resolve_path(cfg.DATA.KID_TEMPLATE) if cfg.DATA.KID_TEMPLATE else None
-    model = BodyModel.from_file(resolve_path(cfg.DATA.BODY_MODEL), model_type=cfg.BODY, kid_template_path=kid,
-                                dtype=dtype)
+    model = BodyModel.from_file(
+        resolve_path(cfg.DATA.BODY_MODEL), model_type=cfg.BODY, kid_template_path=kid, dtype=dtype
+    )
     return model.to(device)
 
 
@@ -102,8 +107,9 @@ def skeleton_2_beta_matrix(cfg: CfgNode, body_model: BodyModel, tree: KinematicT
     if cfg.DATA.SKELETON_2_BETA:
         matrix = load_skeleton_2_beta(resolve_path(cfg.DATA.SKELETON_2_BETA))
         if matrix.shape[1] < num_betas:
-            raise ValueError(f"DATA.SKELETON_2_BETA has {matrix.shape[1]} columns; the body model has "
-                             f"{num_betas} betas")
+            raise ValueError(
+                f"DATA.SKELETON_2_BETA has {matrix.shape[1]} columns; the body model has {num_betas} betas"
+            )
         return torch.as_tensor(matrix[:, :num_betas])
     cached = skeleton_2_beta_cache_path(cfg, tree, num_betas)
     if cached.is_file():
@@ -114,8 +120,9 @@ def skeleton_2_beta_matrix(cfg: CfgNode, body_model: BodyModel, tree: KinematicT
     return matrix
 
 
-def fit_skeleton_2_beta(body_model: BodyModel, tree: KinematicTree, num_samples: int = 10000, sigma: float = 1.5,
-                        seed: int = 0) -> tuple[torch.Tensor, float]:
+def fit_skeleton_2_beta(
+    body_model: BodyModel, tree: KinematicTree, num_samples: int = 10000, sigma: float = 1.5, seed: int = 0
+) -> tuple[torch.Tensor, float]:
     """Least-squares A over sampled betas on the body model's rest-joint map (a float64 CPU copy)."""
     exact = copy.deepcopy(body_model).to(device="cpu", dtype=torch.float64)
     return fit_bone_length_model(tree, exact.rest_joints, body_model.num_betas, num_samples, sigma, seed)
@@ -124,11 +131,18 @@ def fit_skeleton_2_beta(body_model: BodyModel, tree: KinematicTree, num_samples:
 def build_solver(cfg: CfgNode, body_model: BodyModel) -> SkeletonSolver:
     tree = tree_for(cfg)
     matrix = skeleton_2_beta_matrix(cfg, body_model, tree)
-    zero = body_model.rest_joints(torch.zeros(1, body_model.num_betas, dtype=body_model.dtype,
-                                              device=body_model.device))[0]
+    zero = body_model.rest_joints(
+        torch.zeros(1, body_model.num_betas, dtype=body_model.dtype, device=body_model.device)
+    )[0]
     shape_inverse = ShapeInverse(tree, matrix, zero.double()).to(body_model.device)
-    return SkeletonSolver(tree, body_model.rest_joints, shape_inverse, cfg.MODEL.PR_VARIANT,
-                          posed_joints=body_model.posed_joints, robust=robust_options(cfg))
+    return SkeletonSolver(
+        tree,
+        body_model.rest_joints,
+        shape_inverse,
+        cfg.MODEL.PR_VARIANT,
+        posed_joints=body_model.posed_joints,
+        robust=robust_options(cfg),
+    )
 
 
 def robust_options(cfg: CfgNode) -> RobustOptions | None:
@@ -143,11 +157,15 @@ def robust_options(cfg: CfgNode) -> RobustOptions | None:
 def checkpoint_hint(cfg: CfgNode, config_key: str) -> str:
     """What to say when the checkpoint named by ``config_key`` is missing: where the path came from, how to get one."""
     if config_key == "TRAIN.RESUME":
-        return (f"(from {config_key}). Set it to the checkpoint.pth.tar a training run writes every epoch in its "
-                "directory under OUTPUT_DIR")
-    return (f"(from {config_key}). Train the open model with `python train_{cfg.BODY}.py --cfg "
-            f"configs/{cfg.BODY}/open_train.yaml`, or download the official pretrained_model/model_best.pth.tar "
-            f"and place it under data/{cfg.BODY}/pretrained_model/, then set {config_key} to its path")
+        return (
+            f"(from {config_key}). Set it to the checkpoint.pth.tar a training run writes every epoch in its "
+            "directory under OUTPUT_DIR"
+        )
+    return (
+        f"(from {config_key}). Train the open model with `python train_{cfg.BODY}.py --cfg "
+        f"configs/{cfg.BODY}/open_train.yaml`, or download the official pretrained_model/model_best.pth.tar "
+        f"and place it under data/{cfg.BODY}/pretrained_model/, then set {config_key} to its path"
+    )
 
 
 def load_config_checkpoint(cfg: CfgNode, config_key: str) -> dict:
@@ -173,8 +191,9 @@ def resolve_db(cfg: CfgNode, name: str, split: str, progress: bool = True) -> Pa
     db_dir = resolve_path(cfg.DATA.DB_DIR)
     if db_stem(name) == "synthetic":
         size = cfg.DATA.SYNTHETIC_TRAIN_SIZE if split == "train" else cfg.DATA.SYNTHETIC_TEST_SIZE
-        return ensure_synthetic_db(cfg.BODY, split, db_dir, resolve_path(cfg.DATA.BODY_MODEL), int(size),
-                                   progress=progress)
+        return ensure_synthetic_db(
+            cfg.BODY, split, db_dir, resolve_path(cfg.DATA.BODY_MODEL), int(size), progress=progress
+        )
     return db_path(db_dir, name, split)
 
 
@@ -183,6 +202,14 @@ def build_dataset(cfg: CfgNode, names: str | list[str], split: str, progress: bo
     columns, 11 when DATA.KID_TEMPLATE is set (the body model's count)."""
     names = [names] if isinstance(names, str) else list(names)
     num_betas = 11 if cfg.DATA.KID_TEMPLATE else 10
-    sets = [PoseDataset(resolve_db(cfg, n, split, progress), body=cfg.BODY, seqlen=cfg.DATASET.SEQLEN,
-                        overlap=cfg.DATASET.OVERLAP, num_betas=num_betas) for n in names]
+    sets = [
+        PoseDataset(
+            resolve_db(cfg, n, split, progress),
+            body=cfg.BODY,
+            seqlen=cfg.DATASET.SEQLEN,
+            overlap=cfg.DATASET.OVERLAP,
+            num_betas=num_betas,
+        )
+        for n in names
+    ]
     return sets[0] if len(sets) == 1 else ConcatDataset(sets)

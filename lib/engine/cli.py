@@ -3,6 +3,7 @@
 Expected user errors (config mistakes, missing files, bad values) end with one ``error: ...`` line on stderr and
 exit status 2, never a traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,7 @@ def main_eval(get_cfg: ConfigFactory, argv: list[str] | None = None) -> dict:
 
 def main_train(get_cfg: ConfigFactory, argv: list[str] | None = None) -> float:
     try:
-        cfg, checkpoint = train_config(get_cfg, sys.argv[1:] if argv is None else argv,
-                                         "Train the Part-aware Network")
+        cfg, checkpoint = train_config(get_cfg, sys.argv[1:] if argv is None else argv, "Train the Part-aware Network")
         from lib.engine.trainer import Trainer  # torch and the rest only once the config is good
 
         trainer = Trainer(cfg, checkpoint)

@@ -8,6 +8,7 @@ Per batch, without gradients:
 3. oracle: MixIK with the db's ground-truth twists (on p or q, ``ORACLE_ON_REFINED``).
 Metrics are per-sample means (the reference averaged batch means, over-weighting the last batch).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,8 @@ from tqdm import tqdm
 
 from lib.engine.metrics import MeanMeter, mpbe, mpjpe, mpve
 from lib.engine.threads import join_batches, map_chunks
-from lib.kinematics.tree import KinematicTree
 from lib.kinematics.skeleton import root_relative
+from lib.kinematics.tree import KinematicTree
 from lib.models.body_model import BodyModel
 from lib.solver.pipeline import SkeletonSolver
 from lib.solver.twist import part_phis
@@ -32,8 +33,9 @@ MESH_CHUNK = 64
 
 
 @torch.no_grad()
-def evaluate_batch(body_model: BodyModel, solver: SkeletonSolver, batch: dict, network=None,
-                   oracle_on_refined: bool = False) -> dict[str, Tensor]:
+def evaluate_batch(
+    body_model: BodyModel, solver: SkeletonSolver, batch: dict, network=None, oracle_on_refined: bool = False
+) -> dict[str, Tensor]:
     """Per-sample metrics (mm) of one batch: {'mpbe', '<method>_mpjpe', '<method>_mpve'}."""
     tree = solver.tree
     target = root_relative(tree, body_model.posed_joints(batch["pose"], batch["betas"]))
@@ -41,21 +43,36 @@ def evaluate_batch(body_model: BodyModel, solver: SkeletonSolver, batch: dict, n
 
     rotations = {"analyik": solution.analytic_rotmats}
     oracle_target = solution.refined if oracle_on_refined else target
-    rotations["oracle"] = solver.twist_solve(solution, oracle_target,
-                                             part_phis(tree, batch["twist_angle"])).rotmats
+    rotations["oracle"] = solver.twist_solve(solution, oracle_target, part_phis(tree, batch["twist_angle"])).rotmats
     if network is not None:
         rotations["mixik"] = solution.rotmats
 
     out = {"mpbe": mpbe(tree, target, solution.rest)}
     rows = range(target.shape[0])
-    metrics = [mesh_metrics(body_model, tree, {m: r[part] for m, r in rotations.items()}, batch["pose"][part],
-                            batch["betas"][part], solution.betas[part], target[part])
-               for part in (slice(start, start + MESH_CHUNK) for start in rows[::MESH_CHUNK])]
+    metrics = [
+        mesh_metrics(
+            body_model,
+            tree,
+            {m: r[part] for m, r in rotations.items()},
+            batch["pose"][part],
+            batch["betas"][part],
+            solution.betas[part],
+            target[part],
+        )
+        for part in (slice(start, start + MESH_CHUNK) for start in rows[::MESH_CHUNK])
+    ]
     return {**out, **join_batches(metrics)}
 
 
-def mesh_metrics(body_model: BodyModel, tree: KinematicTree, rotations: dict[str, Tensor], pose: Tensor,
-                 betas: Tensor, solved_betas: Tensor, target: Tensor) -> dict[str, Tensor]:
+def mesh_metrics(
+    body_model: BodyModel,
+    tree: KinematicTree,
+    rotations: dict[str, Tensor],
+    pose: Tensor,
+    betas: Tensor,
+    solved_betas: Tensor,
+    target: Tensor,
+) -> dict[str, Tensor]:
     """'<method>_mpjpe' and '<method>_mpve' (B,) of each method's rotations (B, P, 3, 3) against the truth mesh of
     the db ``pose`` and ``betas``; ``solved_betas`` (B, K) are the estimated shape, ``target`` (B, J, 3) the
     root-relative true joints.
@@ -73,8 +90,16 @@ def mesh_metrics(body_model: BodyModel, tree: KinematicTree, rotations: dict[str
     return out
 
 
-def evaluate(body_model: BodyModel, solver: SkeletonSolver, loader, device: torch.device, network=None,
-             oracle_on_refined: bool = False, desc: str = "eval", workers: int = 1) -> dict:
+def evaluate(
+    body_model: BodyModel,
+    solver: SkeletonSolver,
+    loader,
+    device: torch.device,
+    network=None,
+    oracle_on_refined: bool = False,
+    desc: str = "eval",
+    workers: int = 1,
+) -> dict:
     """Per-sample means over a DataLoader of db samples; returns {'n_samples', metric: mean}.
 
     ``workers`` threads evaluate chunks of each batch side by side (:func:`lib.engine.threads.map_chunks`).
@@ -86,20 +111,22 @@ def evaluate(body_model: BodyModel, solver: SkeletonSolver, loader, device: torc
     progress = tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True)
     for batch in progress:
         batch = {k: v.to(device=device, dtype=dtype) for k, v in batch.items() if torch.is_tensor(v)}
+
         def evaluate_chunk(*values: Tensor, keys: tuple = tuple(batch)) -> dict[str, Tensor]:
-            return evaluate_batch(body_model, solver, dict(zip(keys, values)), network, oracle_on_refined)
+            return evaluate_batch(body_model, solver, dict(zip(keys, values, strict=True)), network, oracle_on_refined)
 
         meter.update(map_chunks(evaluate_chunk, tuple(batch.values()), workers))
         running = meter.means()
-        progress.set_postfix(analyik_mpve=f"{running['analyik_mpve']:.1f}",
-                             **({"mixik_mpve": f"{running['mixik_mpve']:.1f}"} if network is not None else {}))
+        progress.set_postfix(
+            analyik_mpve=f"{running['analyik_mpve']:.1f}",
+            **({"mixik_mpve": f"{running['mixik_mpve']:.1f}"} if network is not None else {}),
+        )
     return {"n_samples": meter.count, **meter.means()}
 
 
 def results_record(dataset: str, body: str, means: dict) -> dict:
     """The eval JSON record: fixed keys, mm, MixIK entries null without a network."""
-    record = {"dataset": dataset, "body_model": body, "n_samples": means["n_samples"],
-              "mpbe_mm": means["mpbe"]}
+    record = {"dataset": dataset, "body_model": body, "n_samples": means["n_samples"], "mpbe_mm": means["mpbe"]}
     for method in ("analyik", "oracle", "mixik"):
         for metric in ("mpjpe", "mpve"):
             record[f"{method}_{metric}_mm"] = means.get(f"{method}_{metric}")

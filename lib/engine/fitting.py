@@ -1,4 +1,5 @@
 """``fit.py``: a joints file in, smplx parameters, meshes, a report and pictures out (docs in ``fit.py --help``)."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,11 +15,11 @@ from lib.api import BODY_ALIASES, UNIT_SCALE, BodyFit, load_solver
 from lib.data.user_joints import JOINT_ORDERS, read_joints, skeleton_bones
 
 MESH_FORMATS = ("auto", "obj", "ply", "npz", "none")
-MAX_MESH_FILES = 100          # --mesh auto: .obj per frame up to this many frames, else one vertices .npz
-SHEET_FRAMES = 6              # frames on the contact sheet of a sequence
-WARN_MPJPE_MM = 10.0          # a frame fitting worse than this gets a warning
-WARN_BONE_SPREAD = 0.05       # relative spread of one bone's length over the sequence worth a warning
-WARN_BETA = 4.0               # |beta| beyond this is an unusual body: wrong units or joint order?
+MAX_MESH_FILES = 100  # --mesh auto: .obj per frame up to this many frames, else one vertices .npz
+SHEET_FRAMES = 6  # frames on the contact sheet of a sequence
+WARN_MPJPE_MM = 10.0  # a frame fitting worse than this gets a warning
+WARN_BONE_SPREAD = 0.05  # relative spread of one bone's length over the sequence worth a warning
+WARN_BETA = 4.0  # |beta| beyond this is an unusual body: wrong units or joint order?
 
 EPILOG = """joint orders: {orders}, or a JSON file (a list naming every input column, e.g. a 29-joint HybrIK
 skeleton's names, or an object {{"pelvis": 0, "left_hip": 4, ...}}); 'auto' picks a built-in order by the joint count.
@@ -28,30 +29,45 @@ parameters), meshes/ (or vertices.npz), fit_report.json, render*.png."""
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="fit.py", description="Fit SMPL / SMPL-X bodies to 3D joints (SMPL-IKS: SI, PR-C, AnalyIK, MixIK).",
-        epilog=EPILOG.format(orders=", ".join(JOINT_ORDERS)))
+        prog="fit.py",
+        description="Fit SMPL / SMPL-X bodies to 3D joints (SMPL-IKS: SI, PR-C, AnalyIK, MixIK).",
+        epilog=EPILOG.format(orders=", ".join(JOINT_ORDERS)),
+    )
     parser.add_argument("--body", default="smpl", help="smpl or smplx (default smpl)")
     parser.add_argument("--joints", required=True, help="joints file: .npy, .npz, .json or .csv, (J, 3) or (T, J, 3)")
     parser.add_argument("--key", default=None, help="the array's name in an .npz / .json holding several")
     parser.add_argument("--joint-order", default="auto", help="auto, a built-in order or a .json mapping")
-    parser.add_argument("--units", default="auto", choices=("auto", *UNIT_SCALE),
-                        help="auto: metres, with mm / cm detected and named; m, cm, mm: converted")
+    parser.add_argument(
+        "--units",
+        default="auto",
+        choices=("auto", *UNIT_SCALE),
+        help="auto: metres, with mm / cm detected and named; m, cm, mm: converted",
+    )
     parser.add_argument("--out", default="fit_output", help="output directory (default ./fit_output)")
-    parser.add_argument("--mesh", default="auto", choices=MESH_FORMATS,
-                        help=f"obj / ply: a file per frame; npz: one vertices.npz; auto (default): obj up to "
-                             f"{MAX_MESH_FILES} frames, else npz; none")
+    parser.add_argument(
+        "--mesh",
+        default="auto",
+        choices=MESH_FORMATS,
+        help=f"obj / ply: a file per frame; npz: one vertices.npz; auto (default): obj up to "
+        f"{MAX_MESH_FILES} frames, else npz; none",
+    )
     parser.add_argument("--render", action="store_true", help="PNG pictures of the mesh with the input skeleton")
-    parser.add_argument("--frames", default=None,
-                        help="frames to render, e.g. 0,10,20 (one PNG each); default: a contact sheet")
+    parser.add_argument(
+        "--frames", default=None, help="frames to render, e.g. 0,10,20 (one PNG each); default: a contact sheet"
+    )
     parser.add_argument("--fps", type=float, default=None, help="frame rate, stored in params.npz")
     parser.add_argument("--model", default=None, help="body model file (default: the open model)")
     parser.add_argument("--checkpoint", default="default", help="PAN checkpoint; 'none' for AnalyIK only")
     parser.add_argument("--config", default=None, help="a YAML config of this body")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=1024, help="frames solved at once")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="worker threads over batch chunks (0 = all cores; default: the config's THREADS, 1); "
-                             "torch itself runs one intra-op thread")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="worker threads over batch chunks (0 = all cores; default: the config's THREADS, 1); "
+        "torch itself runs one intra-op thread",
+    )
     return parser.parse_args(argv)
 
 
@@ -76,11 +92,16 @@ def run(args: argparse.Namespace) -> dict:
     frames_to_render = _parse_frames(args.frames, 1 if joints.ndim == 2 else len(joints)) if args.render else None
 
     started = time.perf_counter()
-    solver = load_solver(args.body, model=args.model, checkpoint=None if args.checkpoint == "none" else args.checkpoint,
-                         config=args.config, device=args.device, threads=args.threads)
+    solver = load_solver(
+        args.body,
+        model=args.model,
+        checkpoint=None if args.checkpoint == "none" else args.checkpoint,
+        config=args.config,
+        device=args.device,
+        threads=args.threads,
+    )
     loaded = time.perf_counter()
-    fit = solver.fit(joints, units=args.units, joint_order=args.joint_order, batch_size=args.batch_size,
-                     progress=True)
+    fit = solver.fit(joints, units=args.units, joint_order=args.joint_order, batch_size=args.batch_size, progress=True)
     fitted = time.perf_counter()
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,13 +112,19 @@ def run(args: argparse.Namespace) -> dict:
     if args.render:
         written += render_frames(out_dir, fit, frames_to_render)
     report = fit_report(fit, joints_path, args)
-    report["seconds"] = {"load": round(loaded - started, 3), "fit": round(fitted - loaded, 3),
-                         "write": round(meshed - fitted, 3), "render": round(time.perf_counter() - meshed, 3)}
+    report["seconds"] = {
+        "load": round(loaded - started, 3),
+        "fit": round(fitted - loaded, 3),
+        "write": round(meshed - fitted, 3),
+        "render": round(time.perf_counter() - meshed, 3),
+    }
     (out_dir / "fit_report.json").write_text(json.dumps(report, indent=2) + "\n")
     written.append(out_dir / "fit_report.json")
     mpjpe = report["mpjpe_mm"]
-    print(f"fitted {len(fit)} frame(s) with {fit.method} ({fit.body}): MPJPE to the input mean {mpjpe['mean']:.2f} "
-          f"mm, max {mpjpe['max']:.2f} mm")
+    print(
+        f"fitted {len(fit)} frame(s) with {fit.method} ({fit.body}): MPJPE to the input mean {mpjpe['mean']:.2f} "
+        f"mm, max {mpjpe['max']:.2f} mm"
+    )
     for warning in report["warnings"]:
         print(f"warning: {warning}")
     print("wrote " + ", ".join(str(p) for p in written))
@@ -180,27 +207,40 @@ def fit_report(fit: BodyFit, joints_path: Path, args: argparse.Namespace) -> dic
     worst = int(mpjpe.argmax())
     bad = int((mpjpe > WARN_MPJPE_MM).sum())
     if bad:
-        warnings.append(f"{bad} frame(s) fit worse than {WARN_MPJPE_MM:.0f} mm MPJPE (worst: frame {worst}, "
-                        f"{mpjpe[worst]:.1f} mm): the input's bone lengths are not those of one body of this model")
+        warnings.append(
+            f"{bad} frame(s) fit worse than {WARN_MPJPE_MM:.0f} mm MPJPE (worst: frame {worst}, "
+            f"{mpjpe[worst]:.1f} mm): the input's bone lengths are not those of one body of this model"
+        )
     input_lengths = _bone_lengths(fit)
     if len(fit) > 1:
         spread = input_lengths.std(axis=0) / np.maximum(input_lengths.mean(axis=0), 1e-9)
         k = int(spread.argmax())
         if spread[k] > WARN_BONE_SPREAD:
-            warnings.append(f"bone lengths change over the sequence (the {bones[k]} bone by {100 * spread[k]:.0f} % "
-                            "std / mean): noisy joints or a mix of people")
+            warnings.append(
+                f"bone lengths change over the sequence (the {bones[k]} bone by {100 * spread[k]:.0f} % "
+                "std / mean): noisy joints or a mix of people"
+            )
     beta_max = float(np.abs(fit.to_numpy()["betas"]).max())
     if beta_max > WARN_BETA:
         warnings.append(f"unusual body shape (|beta| up to {beta_max:.1f}): check --units and --joint-order")
     return {
-        "input": str(joints_path), "body": fit.body, "method": fit.method, "frames": len(fit),
-        "joint_order": args.joint_order, "units": args.units,
-        "mpjpe_mm": {"mean": float(mpjpe.mean()), "max": float(mpjpe.max()),
-                     "per_frame": mpjpe.astype(float).round(4).tolist()},
+        "input": str(joints_path),
+        "body": fit.body,
+        "method": fit.method,
+        "frames": len(fit),
+        "joint_order": args.joint_order,
+        "units": args.units,
+        "mpjpe_mm": {
+            "mean": float(mpjpe.mean()),
+            "max": float(mpjpe.max()),
+            "per_frame": mpjpe.astype(float).round(4).tolist(),
+        },
         "bone_length_residual_mm": {
-            "mean_abs": float(np.abs(residuals).mean()), "max_abs": float(np.abs(residuals).max()),
-            "per_bone_mean": {name: round(float(v), 4) for name, v in zip(bones, residuals.mean(axis=0))},
-            "per_frame_mean_abs": np.abs(residuals).mean(axis=1).astype(float).round(4).tolist()},
+            "mean_abs": float(np.abs(residuals).mean()),
+            "max_abs": float(np.abs(residuals).max()),
+            "per_bone_mean": {name: round(float(v), 4) for name, v in zip(bones, residuals.mean(axis=0), strict=True)},
+            "per_frame_mean_abs": np.abs(residuals).mean(axis=1).astype(float).round(4).tolist(),
+        },
         "warnings": warnings,
     }
 

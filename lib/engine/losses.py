@@ -12,6 +12,7 @@ canonical skeleton (root rotation zeroed) of AnalyIK on the PR-C-refined noisy j
 The twists it predicts drive MixIK on the clean ground-truth joints, so the losses still compare against the
 truth: the network learns twists that are right for the pose, not for the noise.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -32,9 +33,9 @@ from lib.solver.twist import part_phis
 @dataclass
 class StepOutput:
     loss: Tensor
-    terms: dict[str, Tensor]        # scalar loss terms (weighted sum = loss)
-    mixik_mpve: Tensor | None       # (B,) mm, when the mesh was computed (VERT_W > 0 or validation)
-    analyik_mpve: Tensor | None     # (B,) mm, only when asked for
+    terms: dict[str, Tensor]  # scalar loss terms (weighted sum = loss)
+    mixik_mpve: Tensor | None  # (B,) mm, when the mesh was computed (VERT_W > 0 or validation)
+    analyik_mpve: Tensor | None  # (B,) mm, only when asked for
 
 
 def root_zeroed(pose: Tensor) -> Tensor:
@@ -45,8 +46,14 @@ def root_zeroed(pose: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def noisy_network_input(solver: SkeletonSolver, posed: Tensor, betas: Tensor, noise_mm: float,
-                        fraction: float, robust: RobustOptions | None = None) -> Tensor:
+def noisy_network_input(
+    solver: SkeletonSolver,
+    posed: Tensor,
+    betas: Tensor,
+    noise_mm: float,
+    fraction: float,
+    robust: RobustOptions | None = None,
+) -> Tensor:
     """The joints the network reads (B, J, 3) when a share of the batch has noisy input joints.
 
     Each sample is chosen with probability ``fraction`` (torch's global generator); a chosen sample's joints get
@@ -60,8 +67,9 @@ def noisy_network_input(solver: SkeletonSolver, posed: Tensor, betas: Tensor, no
     noise = torch.randn(posed.shape, dtype=posed.dtype, device=posed.device) * (noise_mm / 1000.0)
     if chosen.any():
         if robust is not None:  # the network will read the robust mode's skeletons: train on those
-            solver = SkeletonSolver(solver.tree, solver.rest_joints, None, solver.pr_variant, solver.posed_joints,
-                                    robust)
+            solver = SkeletonSolver(
+                solver.tree, solver.rest_joints, None, solver.pr_variant, solver.posed_joints, robust
+            )
         with warnings.catch_warnings():  # the noise is deliberate: no 'suspicious joint' reports
             warnings.simplefilter("ignore")
             noisy = solver.solve(posed[chosen] + noise[chosen], betas=betas[chosen], refine=True)
@@ -69,9 +77,17 @@ def noisy_network_input(solver: SkeletonSolver, posed: Tensor, betas: Tensor, no
     return seen
 
 
-def training_step(tree: KinematicTree, body_model: BodyModel, network, batch: dict, weights: dict[str, float],
-                  with_analyik: bool = False, joint_noise_mm: float = 0.0, noise_fraction: float = 0.5,
-                  robust: RobustOptions | None = None) -> StepOutput:
+def training_step(
+    tree: KinematicTree,
+    body_model: BodyModel,
+    network,
+    batch: dict,
+    weights: dict[str, float],
+    with_analyik: bool = False,
+    joint_noise_mm: float = 0.0,
+    noise_fraction: float = 0.5,
+    robust: RobustOptions | None = None,
+) -> StepOutput:
     """Ground truth -> network twists -> MixIK -> mesh; losses PHI / THETA / VERT weighted by ``weights``.
 
     ``joint_noise_mm`` > 0: a share ``noise_fraction`` of the samples shows the network noisy joints
@@ -88,18 +104,22 @@ def training_step(tree: KinematicTree, body_model: BodyModel, network, batch: di
     needs_ik = truth is not None or weights.get("theta", 0.0) > 0
     solver = SkeletonSolver(tree, body_model.rest_joints, None, posed_joints=body_model.posed_joints)
     # the known body: no Shape Inverse, no PR-C; the network reads the ground-truth joints (or noisy ones)
-    seen = "target" if joint_noise_mm <= 0 else noisy_network_input(solver, posed, betas, joint_noise_mm,
-                                                                     noise_fraction, robust)
+    seen = (
+        "target"
+        if joint_noise_mm <= 0
+        else noisy_network_input(solver, posed, betas, joint_noise_mm, noise_fraction, robust)
+    )
     solution = solver.solve(posed, network, betas=betas, refine=False, network_input=seen, rotations=needs_ik)
 
     phi_true = part_phis(tree, batch["twist_angle"])
-    terms = {"phi": sum(F.mse_loss(pred, true) for pred, true in zip(solution.phis, phi_true))}
+    terms = {"phi": sum(F.mse_loss(pred, true) for pred, true in zip(solution.phis, phi_true, strict=True))}
     mixik_mpve = None
     if weights.get("theta", 0.0) > 0:
         with torch.no_grad():
             oracle = solver.twist_solve(solution, solution.refined, phi_true).rotmats
-        terms["theta"] = sum(F.mse_loss(solution.rotmats[:, list(p.twist_joints)], oracle[:, list(p.twist_joints)])
-                             for p in tree.parts)
+        terms["theta"] = sum(
+            F.mse_loss(solution.rotmats[:, list(p.twist_joints)], oracle[:, list(p.twist_joints)]) for p in tree.parts
+        )
     if truth is not None:
         vertex_error = (body_model(solution.rotmats, betas).vertices - truth.vertices).norm(dim=-1)
         terms["vert"] = vertex_error.mean()

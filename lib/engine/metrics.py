@@ -1,4 +1,5 @@
 """Evaluation metrics in millimetres (METHOD.md section 9), per sample, and their running per-sample means."""
+
 from __future__ import annotations
 
 from collections import defaultdict

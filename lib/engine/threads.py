@@ -6,6 +6,7 @@ threads, whose barriers stall as soon as another process takes a core (measured:
   intra-op thread); a busy core then slows only the chunk running on it, nothing waits at a barrier.
 Results do not depend on the setting: every sample's arithmetic is the same whatever chunk it lands in.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,7 +60,7 @@ def map_chunks(fn: Callable, tensors: tuple[Tensor, ...], workers: int, min_chun
     pieces = min(workers, batch // min_chunk)
     if pieces <= 1:
         return fn(*tensors)
-    chunks = zip(*(t.chunk(pieces) for t in tensors))
+    chunks = zip(*(t.chunk(pieces) for t in tensors), strict=True)
     grad = torch.is_grad_enabled()
     results = list(_pool(workers).map(lambda args: _run_chunk(fn, grad, *args), chunks))
     return join_batches(results)
@@ -75,7 +76,7 @@ def join_batches(results: list):
     if isinstance(first, dict):
         return {key: join_batches([r[key] for r in results]) for key in first}
     if isinstance(first, (list, tuple)):
-        return type(first)(join_batches(list(items)) for items in zip(*results))
+        return type(first)(join_batches(list(items)) for items in zip(*results, strict=True))
     if is_dataclass(first):
         return replace(first, **{f.name: join_batches([getattr(r, f.name) for r in results]) for f in fields(first)})
     raise TypeError(f"cannot join chunk results of type {type(first).__name__}")

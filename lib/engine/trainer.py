@@ -10,6 +10,7 @@ merged config (YAML text) and every rank's random states (python, numpy, torch).
 permutation drawn from ``SEED_VALUE + e`` alone (``DistributedSampler``, also for a single process), so a resumed
 run sees the same batches as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,9 +29,19 @@ from tqdm import tqdm
 from yacs.config import CfgNode
 
 from lib.core.config import changed_keys, resolve_path
-from lib.engine.build import (build_body_model, build_dataset, build_network, configure_cudnn, load_config_checkpoint,
-                              random_states, robust_options, seed_everything, select_device, set_random_states,
-                              tree_for)
+from lib.engine.build import (
+    build_body_model,
+    build_dataset,
+    build_network,
+    configure_cudnn,
+    load_config_checkpoint,
+    random_states,
+    robust_options,
+    seed_everything,
+    select_device,
+    set_random_states,
+    tree_for,
+)
 from lib.engine.losses import training_step
 from lib.engine.threads import apply_thread_policy
 from lib.io.safe_io import atomic_write
@@ -129,15 +140,18 @@ class Trainer:
         self.writer = SummaryWriter(str(self.logdir)) if self.dist.is_main else None
 
         self.body_model = build_body_model(cfg, self.device)
-        self.network = build_network(cfg, self.device,
-                                     "TRAIN.PRETRAINED_REGRESSOR" if cfg.TRAIN.PRETRAINED_REGRESSOR else None)
+        self.network = build_network(
+            cfg, self.device, "TRAIN.PRETRAINED_REGRESSOR" if cfg.TRAIN.PRETRAINED_REGRESSOR else None
+        )
         self.model = self.network
         if self.dist.enabled:
             self.model = torch.nn.parallel.DistributedDataParallel(
-                self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.optimizer = self._optimizer()
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="min", factor=0.1,
-                                                                    patience=cfg.TRAIN.LR_PATIENCE)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=0.1, patience=cfg.TRAIN.LR_PATIENCE
+        )
         self.loss_weights = {"phi": cfg.LOSS.PHI_W, "theta": cfg.LOSS.THETA_W, "vert": cfg.LOSS.VERT_W}
         self.start_epoch = cfg.TRAIN.START_EPOCH
         self.best = math.inf
@@ -151,13 +165,21 @@ class Trainer:
                 self.val_set = build_dataset(cfg, cfg.TRAIN.DATASET_EVAL, "test", progress=turn)
             self.dist.barrier()
         # the shuffle of epoch e depends on (seed, e) only, in one process as under torchrun
-        self.sampler = DistributedSampler(self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank,
-                                          shuffle=True, seed=cfg.SEED_VALUE)
-        self.loader = DataLoader(self.train_set, batch_size=cfg.TRAIN.BATCH_SIZE, sampler=self.sampler,
-                                 num_workers=cfg.NUM_WORKERS, drop_last=True)
+        self.sampler = DistributedSampler(
+            self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=cfg.SEED_VALUE
+        )
+        self.loader = DataLoader(
+            self.train_set,
+            batch_size=cfg.TRAIN.BATCH_SIZE,
+            sampler=self.sampler,
+            num_workers=cfg.NUM_WORKERS,
+            drop_last=True,
+        )
         if len(self.loader) == 0:
-            raise ValueError(f"the training db has {len(self.train_set)} samples, fewer than one batch of "
-                             f"TRAIN.BATCH_SIZE={cfg.TRAIN.BATCH_SIZE} per process; lower the batch size")
+            raise ValueError(
+                f"the training db has {len(self.train_set)} samples, fewer than one batch of "
+                f"TRAIN.BATCH_SIZE={cfg.TRAIN.BATCH_SIZE} per process; lower the batch size"
+            )
         if resume_state is not None:
             self._restore_random_states(resume_state)
 
@@ -177,8 +199,12 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self.start_epoch = int(state["epoch"]) + 1
         self.best = float(state.get("best_performance", state.get("performace", math.inf)))
-        log.info("resumed from %s at epoch %d (best MixIK MPVE %.2f mm)", resolve_path(self.cfg.TRAIN.RESUME),
-                 self.start_epoch, self.best)
+        log.info(
+            "resumed from %s at epoch %d (best MixIK MPVE %.2f mm)",
+            resolve_path(self.cfg.TRAIN.RESUME),
+            self.start_epoch,
+            self.best,
+        )
         if "config" in state:
             saved = CfgNode.load_cfg(state["config"])
             for line in changed_keys(saved, self.cfg):
@@ -191,8 +217,12 @@ class Trainer:
         if len(states) == self.dist.world_size:
             set_random_states(states[self.dist.rank])
         else:
-            log.warning("the checkpoint holds random states for %d processes, this run has %d: continuing with "
-                        "fresh ones (not bit-identical to an uninterrupted run)", len(states), self.dist.world_size)
+            log.warning(
+                "the checkpoint holds random states for %d processes, this run has %d: continuing with "
+                "fresh ones (not bit-identical to an uninterrupted run)",
+                len(states),
+                self.dist.world_size,
+            )
         self.sampler.seed = int(state.get("shuffle_seed", self.sampler.seed))
 
     # ------------------------------------------------------------------------------------------------ epochs
@@ -205,8 +235,15 @@ class Trainer:
                 states = self.dist.all_gather(random_states())
                 if self.dist.is_main:
                     self._save(epoch, score, states)
-                    log.info("epoch %d: train loss %.4f, val MixIK MPVE %.2f mm (AnalyIK %.2f), best %.2f, lr %.1e",
-                             epoch, train_loss, score, analyik, self.best, self.optimizer.param_groups[0]["lr"])
+                    log.info(
+                        "epoch %d: train loss %.4f, val MixIK MPVE %.2f mm (AnalyIK %.2f), best %.2f, lr %.1e",
+                        epoch,
+                        train_loss,
+                        score,
+                        analyik,
+                        self.best,
+                        self.optimizer.param_groups[0]["lr"],
+                    )
             return self.best
         finally:
             if self.writer is not None:
@@ -218,28 +255,36 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         max_steps = self.cfg.TRAIN.MAX_STEPS_PER_EPOCH or len(self.loader)
         steps = min(max_steps, len(self.loader))
-        bar = tqdm(self.loader, total=steps, desc=f"train {epoch}", disable=not self.dist.is_main,
-                   dynamic_ncols=True)
+        bar = tqdm(self.loader, total=steps, desc=f"train {epoch}", disable=not self.dist.is_main, dynamic_ncols=True)
         total, count = 0.0, 0
         for step, batch in enumerate(bar):
             if step >= steps:
                 break
             batch = self._to_device(batch)
-            out = training_step(self.tree, self.body_model, self.model, batch, self.loss_weights,
-                                joint_noise_mm=self.cfg.TRAIN.JOINT_NOISE_MM,
-                                noise_fraction=self.cfg.TRAIN.JOINT_NOISE_FRACTION,
-                                robust=robust_options(self.cfg))
+            out = training_step(
+                self.tree,
+                self.body_model,
+                self.model,
+                batch,
+                self.loss_weights,
+                joint_noise_mm=self.cfg.TRAIN.JOINT_NOISE_MM,
+                noise_fraction=self.cfg.TRAIN.JOINT_NOISE_FRACTION,
+                robust=robust_options(self.cfg),
+            )
             if not torch.isfinite(out.loss):
                 raise FloatingPointError(
                     f"loss became {out.loss.item()} at epoch {epoch}, step {step} "
                     f"({', '.join(f'{k}={v.item():.4g}' for k, v in out.terms.items())}); lower TRAIN.GEN_LR or "
-                    "check the db for NaN poses")
+                    "check the db for NaN poses"
+                )
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             self.optimizer.step()
             total, count = total + out.loss.item(), count + 1
-            bar.set_postfix(loss=f"{total / count:.4f}",
-                            **({} if out.mixik_mpve is None else {"mpve": f"{out.mixik_mpve.mean().item():.1f}"}))
+            bar.set_postfix(
+                loss=f"{total / count:.4f}",
+                **({} if out.mixik_mpve is None else {"mpve": f"{out.mixik_mpve.mean().item():.1f}"}),
+            )
             if self.writer is not None:
                 global_step = epoch * steps + step
                 self.writer.add_scalar("train/loss", out.loss.item(), global_step)
@@ -256,12 +301,14 @@ class Trainer:
         size = min(self.cfg.TRAIN.VAL_MAX_SAMPLES or len(self.val_set), len(self.val_set))
         indices = list(range(self.dist.rank, size, self.dist.world_size))
         shard = torch.utils.data.Subset(self.val_set, indices)
-        loader = DataLoader(shard, batch_size=self.cfg.TRAIN.BATCH_SIZE, shuffle=False,
-                            num_workers=self.cfg.NUM_WORKERS)
+        loader = DataLoader(
+            shard, batch_size=self.cfg.TRAIN.BATCH_SIZE, shuffle=False, num_workers=self.cfg.NUM_WORKERS
+        )
         sums = [0.0, 0.0, 0.0]
         for batch in tqdm(loader, desc=f"val {epoch}", disable=not self.dist.is_main, dynamic_ncols=True):
-            out = training_step(self.tree, self.body_model, self.network, self._to_device(batch),
-                                self.loss_weights, with_analyik=True)
+            out = training_step(
+                self.tree, self.body_model, self.network, self._to_device(batch), self.loss_weights, with_analyik=True
+            )
             sums[0] += out.mixik_mpve.sum().item()
             sums[1] += out.analyik_mpve.sum().item()
             sums[2] += out.mixik_mpve.shape[0]
@@ -279,10 +326,17 @@ class Trainer:
     def _save(self, epoch: int, score: float, random_states: list[dict]) -> None:
         improved = score < self.best
         self.best = min(self.best, score)
-        state = {"epoch": epoch, "gen_state_dict": self.network.state_dict(),
-                 "gen_optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "performace": float(score), "best_performance": float(self.best), "config": self.cfg.dump(),
-                 "random_states": random_states, "shuffle_seed": int(self.sampler.seed)}
+        state = {
+            "epoch": epoch,
+            "gen_state_dict": self.network.state_dict(),
+            "gen_optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "performace": float(score),
+            "best_performance": float(self.best),
+            "config": self.cfg.dump(),
+            "random_states": random_states,
+            "shuffle_seed": int(self.sampler.seed),
+        }
         checkpoint = save_checkpoint(self.logdir / "checkpoint.pth.tar", state)
         if improved:
             with open(checkpoint, "rb") as source, atomic_write(self.logdir / "model_best.pth.tar") as target:

@@ -24,6 +24,7 @@ before it is called; so are dotted names (`numpy.dtype.__class__`) and persisten
         torch.save(state, f)                 # or np.savez(f, ...), joblib.dump(obj, f), f.write(data)
     file_digest(path)                        # 'a94a8fe5ccb1': sha1 prefix, read in chunks
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,9 +40,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ['UnsafeFileError', 'AllowList', 'allow_list', 'BODY_MODEL_PICKLE', 'JOBLIB_DATABASE', 'SKELETON_2_BETA',
-           'CHECKPOINT_GLOBALS', 'spelled', 'AllowListUnpickling', 'unpickle', 'reading', 'torch_safe_globals',
-           'atomic_write', 'file_digest']
+__all__ = [
+    "UnsafeFileError",
+    "AllowList",
+    "allow_list",
+    "BODY_MODEL_PICKLE",
+    "JOBLIB_DATABASE",
+    "SKELETON_2_BETA",
+    "CHECKPOINT_GLOBALS",
+    "spelled",
+    "AllowListUnpickling",
+    "unpickle",
+    "reading",
+    "torch_safe_globals",
+    "atomic_write",
+    "file_digest",
+]
 
 
 class UnsafeFileError(ValueError):
@@ -54,21 +68,24 @@ class UnsafeFileError(ValueError):
 # ---------------------------------------------------------------------------------------------------------------
 
 # Current module spelling -> the other spellings the same global has in files written elsewhere.
-_OTHER_SPELLINGS = {'numpy._core': ('numpy.core',),   # numpy 1 pickles
-                    'builtins': ('__builtin__',),     # Python 2 pickles
-                    'copyreg': ('copy_reg',)}
+_OTHER_SPELLINGS = {
+    "numpy._core": ("numpy.core",),  # numpy 1 pickles
+    "builtins": ("__builtin__",),  # Python 2 pickles
+    "copyreg": ("copy_reg",),
+}
 
 
 def _spellings(module: str) -> tuple[str, ...]:
     for current, others in _OTHER_SPELLINGS.items():
-        if module == current or module.startswith(current + '.'):
-            return (module,) + tuple(other + module[len(current):] for other in others)
+        if module == current or module.startswith(current + "."):
+            return (module,) + tuple(other + module[len(current) :] for other in others)
     return (module,)
 
 
 @dataclass(frozen=True)
 class AllowList:
     """The globals a file format may name, as (module, name) pairs in every spelling, and what such files hold."""
+
     holds: str
     names: frozenset[tuple[str, str]]
 
@@ -78,7 +95,7 @@ def spelled(by_name: Mapping[str, Any]) -> dict[tuple[str, str], Any]:
     numpy 1 and Python 2 spellings of each module added."""
     out = {}
     for dotted, value in by_name.items():
-        module, name = dotted.rsplit('.', 1)
+        module, name = dotted.rsplit(".", 1)
         out.update(((spelling, name), value) for spelling in _spellings(module))
     return out
 
@@ -89,40 +106,109 @@ def allow_list(holds: str, *globals_: str) -> AllowList:
 
 
 BODY_MODEL_PICKLE = allow_list(
-    'body-model pickles (numpy arrays, scipy sparse matrices, chumpy Ch)',
-    'builtins.set', 'builtins.object', 'builtins.bytes', '_codecs.encode', 'copyreg._reconstructor',
-    'chumpy.ch.Ch', 'numpy.ndarray', 'numpy.dtype',
-    'numpy._core.multiarray._reconstruct', 'numpy._core.multiarray.scalar', 'numpy._core.numeric._frombuffer',
-    'scipy.sparse._csc.csc_matrix', 'scipy.sparse._csr.csr_matrix',
-    'scipy.sparse.csc.csc_matrix', 'scipy.sparse.csr.csr_matrix')  # scipy < 1.8 module paths
+    "body-model pickles (numpy arrays, scipy sparse matrices, chumpy Ch)",
+    "builtins.set",
+    "builtins.object",
+    "builtins.bytes",
+    "_codecs.encode",
+    "copyreg._reconstructor",
+    "chumpy.ch.Ch",
+    "numpy.ndarray",
+    "numpy.dtype",
+    "numpy._core.multiarray._reconstruct",
+    "numpy._core.multiarray.scalar",
+    "numpy._core.numeric._frombuffer",
+    "scipy.sparse._csc.csc_matrix",
+    "scipy.sparse._csr.csr_matrix",
+    "scipy.sparse.csc.csc_matrix",
+    "scipy.sparse.csr.csr_matrix",
+)  # scipy < 1.8 module paths
 
 JOBLIB_DATABASE = allow_list(
-    'a database (numpy arrays, dtypes and scalars, builtin containers)',
-    'joblib.numpy_pickle.NumpyArrayWrapper', 'numpy.ndarray', 'numpy.memmap', 'numpy.matrix', 'numpy.dtype',
-    'collections.OrderedDict', '_codecs.encode',
-    'numpy._core.multiarray._reconstruct', 'numpy._core.multiarray.scalar', 'numpy._core.numeric._frombuffer',
-    *(f'builtins.{name}' for name in ('dict', 'list', 'tuple', 'set', 'frozenset', 'str', 'bytes', 'bytearray',
-                                      'int', 'float', 'complex', 'bool')))
+    "a database (numpy arrays, dtypes and scalars, builtin containers)",
+    "joblib.numpy_pickle.NumpyArrayWrapper",
+    "numpy.ndarray",
+    "numpy.memmap",
+    "numpy.matrix",
+    "numpy.dtype",
+    "collections.OrderedDict",
+    "_codecs.encode",
+    "numpy._core.multiarray._reconstruct",
+    "numpy._core.multiarray.scalar",
+    "numpy._core.numeric._frombuffer",
+    *(
+        f"builtins.{name}"
+        for name in (
+            "dict",
+            "list",
+            "tuple",
+            "set",
+            "frozenset",
+            "str",
+            "bytes",
+            "bytearray",
+            "int",
+            "float",
+            "complex",
+            "bool",
+        )
+    ),
+)
 
 SKELETON_2_BETA = allow_list(
-    'skeleton_2_beta files (one object array holding a dict of numeric arrays and torch tensors)',
-    'numpy._core.multiarray._reconstruct', 'numpy.ndarray', 'numpy.dtype',
-    'torch._utils._rebuild_tensor_v2', 'torch.storage._load_from_bytes', 'collections.OrderedDict')
+    "skeleton_2_beta files (one object array holding a dict of numeric arrays and torch tensors)",
+    "numpy._core.multiarray._reconstruct",
+    "numpy.ndarray",
+    "numpy.dtype",
+    "torch._utils._rebuild_tensor_v2",
+    "torch.storage._load_from_bytes",
+    "collections.OrderedDict",
+)
 
 # numpy dtype classes a checkpoint may hold values of (numpy >= 1.25 BUILDs a dtype through its class): numeric only.
-_NUMERIC_DTYPE_CLASSES = ('Bool', 'Int8', 'Byte', 'UInt8', 'UByte', 'Int16', 'Short', 'UInt16', 'UShort', 'Int32',
-                          'Int', 'UInt32', 'UInt', 'Int64', 'Long', 'UInt64', 'ULong', 'LongLong', 'ULongLong',
-                          'Float16', 'Float32', 'Float64', 'LongDouble', 'Complex64', 'Complex128', 'CLongDouble')
+_NUMERIC_DTYPE_CLASSES = (
+    "Bool",
+    "Int8",
+    "Byte",
+    "UInt8",
+    "UByte",
+    "Int16",
+    "Short",
+    "UInt16",
+    "UShort",
+    "Int32",
+    "Int",
+    "UInt32",
+    "UInt",
+    "Int64",
+    "Long",
+    "UInt64",
+    "ULong",
+    "LongLong",
+    "ULongLong",
+    "Float16",
+    "Float32",
+    "Float64",
+    "LongDouble",
+    "Complex64",
+    "Complex128",
+    "CLongDouble",
+)
 
 CHECKPOINT_GLOBALS = allow_list(
-    'checkpoints (tensors, numbers, strings, containers, numpy scalars and arrays)',
-    'numpy.dtype', 'numpy.ndarray', 'numpy._core.multiarray.scalar', 'numpy._core.multiarray._reconstruct',
-    *(f'numpy.dtypes.{name}DType' for name in _NUMERIC_DTYPE_CLASSES))
+    "checkpoints (tensors, numbers, strings, containers, numpy scalars and arrays)",
+    "numpy.dtype",
+    "numpy.ndarray",
+    "numpy._core.multiarray.scalar",
+    "numpy._core.multiarray._reconstruct",
+    *(f"numpy.dtypes.{name}DType" for name in _NUMERIC_DTYPE_CLASSES),
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The restricted unpickler
 # ---------------------------------------------------------------------------------------------------------------
+
 
 class AllowListUnpickling:
     """Mixin for any `pickle.Unpickler` subclass (the C one, `pickle._Unpickler`, joblib's `NumpyUnpickler`):
@@ -131,27 +217,31 @@ class AllowListUnpickling:
 
     def use_allow_list(self, allowed: AllowList, stand_ins: Mapping[tuple[str, str], Any]) -> None:
         if set(stand_ins) != allowed.names:  # a programming error, never a file's: say which names disagree
-            raise RuntimeError(f'stand-ins and allow-list of {allowed.holds} disagree on '
-                               f'{sorted(set(stand_ins) ^ allowed.names)}')
+            raise RuntimeError(
+                f"stand-ins and allow-list of {allowed.holds} disagree on {sorted(set(stand_ins) ^ allowed.names)}"
+            )
         self._allowed, self._stand_ins = allowed, stand_ins
 
     def find_class(self, module: str, name: str) -> Any:
-        if '.' in name:
-            raise UnsafeFileError(f'refused dotted global {module}.{name}: attribute paths through a module are '
-                                  'not followed')
+        if "." in name:
+            raise UnsafeFileError(
+                f"refused dotted global {module}.{name}: attribute paths through a module are not followed"
+            )
         if (module, name) not in self._allowed.names:
-            raise UnsafeFileError(f'refused global {module}.{name}: not on the allow-list of {self._allowed.holds}; '
-                                  'a plain pickle / joblib / numpy / torch load of this file could run code from it')
+            raise UnsafeFileError(
+                f"refused global {module}.{name}: not on the allow-list of {self._allowed.holds}; "
+                "a plain pickle / joblib / numpy / torch load of this file could run code from it"
+            )
         return self._stand_ins[module, name]
 
     def persistent_load(self, pid: Any) -> Any:
-        raise UnsafeFileError(f'refused persistent id {pid!r:.40}: {self._allowed.holds} do not use them')
+        raise UnsafeFileError(f"refused persistent id {pid!r:.40}: {self._allowed.holds} do not use them")
 
     def refuse_build_on_a_class(self) -> None:
         """For pure-Python unpicklers, before BUILD: a class handed out by `find_class` (e.g. joblib's array wrapper)
         must not get attributes set, which would change how this and later files are read."""
         if isinstance(self.stack[-2], type):
-            raise UnsafeFileError(f'refused BUILD on the class {self.stack[-2].__qualname__}')
+            raise UnsafeFileError(f"refused BUILD on the class {self.stack[-2].__qualname__}")
 
 
 class _Unpickler(AllowListUnpickling, pickle.Unpickler):
@@ -160,6 +250,7 @@ class _Unpickler(AllowListUnpickling, pickle.Unpickler):
 
 class _PythonUnpickler(AllowListUnpickling, pickle._Unpickler):
     """The pure-Python unpickler: it reads no further than the pickle ends (a stream shared with other readers)."""
+
     dispatch = pickle._Unpickler.dispatch.copy()
 
     def load_build(self) -> None:
@@ -171,8 +262,21 @@ class _PythonUnpickler(AllowListUnpickling, pickle._Unpickler):
 
 # Errors an unpickler raises on malformed input (truncated stream, wrong argument types to a stand-in, a corrupt
 # compressed stream, ...).
-_MALFORMED = (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError, ValueError,
-              OverflowError, UnicodeError, RecursionError, OSError, zlib.error, lzma.LZMAError)
+_MALFORMED = (
+    pickle.UnpicklingError,
+    EOFError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    ValueError,
+    OverflowError,
+    UnicodeError,
+    RecursionError,
+    OSError,
+    zlib.error,
+    lzma.LZMAError,
+)
 
 
 @contextlib.contextmanager
@@ -182,13 +286,19 @@ def reading(source: str, what: str, malformed: type[ValueError] = UnsafeFileErro
     try:
         yield
     except UnsafeFileError as error:
-        raise UnsafeFileError(f'{source}: {error}') from None
+        raise UnsafeFileError(f"{source}: {error}") from None
     except _MALFORMED as error:
-        raise malformed(f'{source}: not a readable {what} ({type(error).__name__}: {error})') from None
+        raise malformed(f"{source}: not a readable {what} ({type(error).__name__}: {error})") from None
 
 
-def unpickle(file: IO[bytes], allowed: AllowList, stand_ins: Mapping[tuple[str, str], Any], *,
-             encoding: str = 'ASCII', shared_stream: bool = False) -> Any:
+def unpickle(
+    file: IO[bytes],
+    allowed: AllowList,
+    stand_ins: Mapping[tuple[str, str], Any],
+    *,
+    encoding: str = "ASCII",
+    shared_stream: bool = False,
+) -> Any:
     """One pickle from `file`, resolving only `allowed` globals (to `stand_ins[module, name]`).
 
     `encoding='latin1'` reads Python 2 byte strings; `shared_stream` uses the pure-Python unpickler, which leaves
@@ -204,10 +314,10 @@ def _import_global(module: str, name: str) -> Any:
     """The object `module.name`, importing `numpy.core.*` through the installed numpy's spelling; None if absent."""
     import numpy as np
 
-    installed = 'numpy._core' if hasattr(np, '_core') else 'numpy.core'
-    for spelling in ('numpy._core', 'numpy.core'):
-        if module == spelling or module.startswith(spelling + '.'):
-            module = installed + module[len(spelling):]
+    installed = "numpy._core" if hasattr(np, "_core") else "numpy.core"
+    for spelling in ("numpy._core", "numpy.core"):
+        if module == spelling or module.startswith(spelling + "."):
+            module = installed + module[len(spelling) :]
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
@@ -217,7 +327,7 @@ def _import_global(module: str, name: str) -> Any:
 def torch_safe_globals(allowed: AllowList = CHECKPOINT_GLOBALS) -> list[tuple[Any, str]]:
     """(object, 'module.name') pairs for `torch.serialization.safe_globals`, one per allow-listed name that exists
     in the installed numpy (a name that does not is simply not allowed)."""
-    found = ((_import_global(module, name), f'{module}.{name}') for module, name in sorted(allowed.names))
+    found = ((_import_global(module, name), f"{module}.{name}") for module, name in sorted(allowed.names))
     return [(obj, dotted) for obj, dotted in found if obj is not None]
 
 
@@ -225,8 +335,9 @@ def torch_safe_globals(allowed: AllowList = CHECKPOINT_GLOBALS) -> list[tuple[An
 # Writing and digests
 # ---------------------------------------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = 'wb', encoding: str | None = None) -> Iterator[IO]:
+def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
     """An open temp file beside `path` that replaces `path` when the block ends without error.
 
     A reader (or a crash) sees the old file or the complete new one, never a partial write: the data is written to
@@ -236,13 +347,13 @@ def atomic_write(path: str | os.PathLike, mode: str = 'wb', encoding: str | None
     (text, `encoding` defaulting to utf-8). The temp file is created with mode 'x' (never reusing a name) and the
     usual permissions (umask), unlike tempfile.mkstemp's 0600.
     """
-    if mode not in ('wb', 'w'):
+    if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f'.{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp'
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     # opened before the try: if this fails, the name (perhaps another writer's) is not ours to remove
-    handle = open(tmp, mode.replace('w', 'x'), encoding=(encoding or 'utf-8') if mode == 'w' else None)  # noqa: SIM115
+    handle = open(tmp, mode.replace("w", "x"), encoding=(encoding or "utf-8") if mode == "w" else None)  # noqa: SIM115
     try:
         with handle:
             yield handle
@@ -257,7 +368,7 @@ def atomic_write(path: str | os.PathLike, mode: str = 'wb', encoding: str | None
 def file_digest(path: str | os.PathLike, length: int = 12) -> str:
     """The first `length` hex digits of the file's sha1, read in 4 MiB chunks (a content key, not a signature)."""
     digest = hashlib.sha1()
-    with open(path, 'rb') as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b''):
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
             digest.update(chunk)
     return digest.hexdigest()[:length]

@@ -4,6 +4,7 @@ Degenerate inputs are handled explicitly (METHOD.md section 12): zero-length vec
 anti-parallel vectors a half-turn about a perpendicular axis, and every angle comes from ``atan2`` so nothing is
 taken outside the domain of ``acos``/``sqrt``.
 """
+
 from __future__ import annotations
 
 import roma
@@ -52,9 +53,15 @@ def _quat_outer_to_rotmat() -> Tensor:
     e.g. R00 = xx - yy - zz + ww (= 1 - 2(yy + zz) for |q| = 1) and R01 = 2(xy - zw)."""
     x, y, z, w = range(4)
     entries = {  # matrix entry -> [(i, j, coefficient of q_i q_j)]
-        0: [(x, x, 1), (y, y, -1), (z, z, -1), (w, w, 1)], 1: [(x, y, 2), (z, w, -2)], 2: [(x, z, 2), (y, w, 2)],
-        3: [(x, y, 2), (z, w, 2)], 4: [(x, x, -1), (y, y, 1), (z, z, -1), (w, w, 1)], 5: [(y, z, 2), (x, w, -2)],
-        6: [(x, z, 2), (y, w, -2)], 7: [(y, z, 2), (x, w, 2)], 8: [(x, x, -1), (y, y, -1), (z, z, 1), (w, w, 1)],
+        0: [(x, x, 1), (y, y, -1), (z, z, -1), (w, w, 1)],
+        1: [(x, y, 2), (z, w, -2)],
+        2: [(x, z, 2), (y, w, 2)],
+        3: [(x, y, 2), (z, w, 2)],
+        4: [(x, x, -1), (y, y, 1), (z, z, -1), (w, w, 1)],
+        5: [(y, z, 2), (x, w, -2)],
+        6: [(x, z, 2), (y, w, -2)],
+        7: [(y, z, 2), (x, w, 2)],
+        8: [(x, x, -1), (y, y, -1), (z, z, 1), (w, w, 1)],
     }
     table = torch.zeros(4, 4, 9, dtype=torch.float64)
     for entry, terms in entries.items():

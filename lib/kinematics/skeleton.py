@@ -1,5 +1,6 @@
 """A bare skeleton (no mesh) read through its tree: root-relative joints, bone lengths, two-direction orientation of
 a joint, and forward kinematics (rest joints and local rotations -> posed joints)."""
+
 from __future__ import annotations
 
 import torch
@@ -17,7 +18,7 @@ ORIENTATION_FITS = ("directions", "rigid")
 
 def root_relative(tree: KinematicTree, joints: Tensor) -> Tensor:
     """(B, J, 3) joints with the tree's root moved to the origin."""
-    return joints - joints[:, tree.root:tree.root + 1]
+    return joints - joints[:, tree.root : tree.root + 1]
 
 
 def bone_lengths(tree: KinematicTree, joints: Tensor) -> Tensor:
@@ -30,18 +31,24 @@ def bone_lengths(tree: KinematicTree, joints: Tensor) -> Tensor:
     lengths = (joints[:, ends] - joints[:, starts]).norm(dim=-1) * MM_PER_M
     out, k = [], 0
     for group in tree.bone_groups:
-        out.append(lengths[:, k:k + len(group)].mean(dim=1))
+        out.append(lengths[:, k : k + len(group)].mean(dim=1))
         k += len(group)
     return torch.stack(out, dim=1)
 
 
 def _mean_offset(joints: Tensor, origin: int, targets: tuple[int, ...]) -> Tensor:
     """Mean of ``joints[:, c] - joints[:, origin]`` over ``targets``: (B, 3)."""
-    return (joints[:, list(targets)] - joints[:, origin:origin + 1]).mean(dim=1)
+    return (joints[:, list(targets)] - joints[:, origin : origin + 1]).mean(dim=1)
 
 
-def two_direction_rotation(tree: KinematicTree, joint: int, rest: Tensor, target: Tensor,
-                           parent_rotation: Tensor | None = None, fit: str = "directions") -> Tensor:
+def two_direction_rotation(
+    tree: KinematicTree,
+    joint: int,
+    rest: Tensor,
+    target: Tensor,
+    parent_rotation: Tensor | None = None,
+    fit: str = "directions",
+) -> Tensor:
     """Local orientation of a two-direction joint from rest joints and target joints (B, J, 3) -> (B, 3, 3).
 
     Target offsets are brought into the parent's frame with ``parent_rotation`` (B, 3, 3) when given. ``fit``:
@@ -60,8 +67,9 @@ def two_direction_rotation(tree: KinematicTree, joint: int, rest: Tensor, target
     return two_direction_orientation(a_rest, a_posed, c_rest, c_posed)
 
 
-def rigid_group_rotation(tree: KinematicTree, joint: int, rest: Tensor, target: Tensor,
-                         parent_rotation: Tensor | None = None) -> Tensor:
+def rigid_group_rotation(
+    tree: KinematicTree, joint: int, rest: Tensor, target: Tensor, parent_rotation: Tensor | None = None
+) -> Tensor:
     """Local orientation of ``joint`` as the least-squares rotation of its rigid group: (B, 3, 3).
 
     The group is the joint and all its children, which its rotation alone places (pelvis: both hips and spine1;
@@ -71,8 +79,8 @@ def rigid_group_rotation(tree: KinematicTree, joint: int, rest: Tensor, target: 
     brought into the parent's frame with ``parent_rotation`` (B, 3, 3) when given.
     """
     group = [joint, *tree.children[joint]]
-    rest_points = rest[:, group] - rest[:, joint:joint + 1]
-    target_points = target[:, group] - target[:, joint:joint + 1]
+    rest_points = rest[:, group] - rest[:, joint : joint + 1]
+    target_points = target[:, group] - target[:, joint : joint + 1]
     if parent_rotation is not None:
         target_points = target_points @ parent_rotation  # rows p -> (P^T p)^T
     return rigid_rotation(rest_points, target_points)

@@ -4,6 +4,7 @@ The stages (Shape Inverse, PR-C, AnalyIK, MixIK, PAN) are written once over a :c
 SMPL-X differ only in the instances below. Indices are skeleton slots (METHOD.md section 1): 24 for SMPL, 76 for
 SMPL-X (55 skeleton joints, 11 unused landmark slots, 10 fingertips).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -163,8 +164,11 @@ class KinematicTree:
     @cached_property
     def ik_child(self) -> dict[int, int]:
         """For each pose joint with exactly one skeleton child (and not two-direction): that child."""
-        return {j: c[0] for j, c in self.children.items()
-                if j < self.num_pose_joints and len(c) == 1 and j not in self.two_direction_by_joint}
+        return {
+            j: c[0]
+            for j, c in self.children.items()
+            if j < self.num_pose_joints and len(c) == 1 and j not in self.two_direction_by_joint
+        }
 
     @cached_property
     def twist_child(self) -> dict[int, int]:
@@ -209,16 +213,51 @@ def _plain(value):
 
 # ---------------------------------------------------------------------------------------------------------- SMPL
 SMPL_JOINT_NAMES = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle", "right_ankle",
-    "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar", "head", "left_shoulder",
-    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hand", "right_hand")
+    "pelvis",
+    "left_hip",
+    "right_hip",
+    "spine1",
+    "left_knee",
+    "right_knee",
+    "spine2",
+    "left_ankle",
+    "right_ankle",
+    "spine3",
+    "left_foot",
+    "right_foot",
+    "neck",
+    "left_collar",
+    "right_collar",
+    "head",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hand",
+    "right_hand",
+)
 _SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 _PELVIS = TwoDirectionJoint(0, primary=(3,), secondary=(1, 2))
 # Spine3 uses the LEFT collar as primary and the mean of neck and right collar as secondary: asymmetric, but it is
 # what the reference computes; kept for parity (METHOD.md section 4).
 _SPINE3 = TwoDirectionJoint(9, primary=(13,), secondary=(12, 14))
-_BODY_BONE_GROUPS = ((1, 2), (4, 5), (7, 8), (10, 11), (3,), (6,), (9,), (12,), (15,), (13, 14), (16, 17),
-                     (18, 19), (20, 21))
+_BODY_BONE_GROUPS = (
+    (1, 2),
+    (4, 5),
+    (7, 8),
+    (10, 11),
+    (3,),
+    (6,),
+    (9,),
+    (12,),
+    (15,),
+    (13, 14),
+    (16, 17),
+    (18, 19),
+    (20, 21),
+)
 _LEG = Part("leg", (0, 1, 2, 3, 4, 5, 7, 8, 10, 11), (1, 4, 7, 2, 5, 8))
 _SPINE = Part("spine", (0, 1, 2, 3, 6, 9, 12, 13, 14, 15), (3, 6, 12))
 _BODY_SEGMENTS = ((1, 4, 7), (2, 5, 8), (3, 6, 9), (13, 16, 18), (14, 17, 19))
@@ -232,8 +271,11 @@ SMPL_TREE = KinematicTree(
     bone_groups=_BODY_BONE_GROUPS + ((22, 23),),
     refine_segments=_BODY_SEGMENTS[:4] + ((18, 20, 22), (14, 17, 19), (19, 21, 23)),
     metric_joints=tuple(range(24)),
-    parts=(_LEG, _SPINE, Part("arm", (9, 12, 13, 14, 16, 17, 18, 19, 20, 21, 22, 23),
-                                (13, 16, 18, 20, 14, 17, 19, 21))),
+    parts=(
+        _LEG,
+        _SPINE,
+        Part("arm", (9, 12, 13, 14, 16, 17, 18, 19, 20, 21, 22, 23), (13, 16, 18, 20, 14, 17, 19, 21)),
+    ),
     joint_names=SMPL_JOINT_NAMES,
 )
 
@@ -252,9 +294,10 @@ def _smplx_hand(wrist: int, first_finger_slot: int, first_tip_slot: int):
     parents = {}
     for name in _FINGER_ORDER:
         chain = (wrist,) + fingers[name] + (tips[name],)
-        parents.update({child: parent for parent, child in zip(chain[:-1], chain[1:])})
-    wrist_spec = TwoDirectionJoint(wrist, primary=(fingers["index"][0], fingers["middle"][0]),
-                                   secondary=(fingers["ring"][0], fingers["pinky"][0]))
+        parents.update({child: parent for parent, child in zip(chain[:-1], chain[1:], strict=True)})
+    wrist_spec = TwoDirectionJoint(
+        wrist, primary=(fingers["index"][0], fingers["middle"][0]), secondary=(fingers["ring"][0], fingers["pinky"][0])
+    )
     twist_joints = sum((fingers[n] for n in _HAND_LOCAL_ORDER), ())
     segments = tuple(fingers[n] for n in _HAND_LOCAL_ORDER)
     return local, parents, wrist_spec, twist_joints, segments
@@ -280,19 +323,32 @@ SMPLX_JOINT_NAMES = tuple(SMPLX_OUTPUT_NAMES[:76])
 SMPLX_TREE = KinematicTree(
     name="smplx",
     parents=_smplx_parents(),
-    pose_groups=_consecutive_groups(("global_orient", 1), ("body_pose", 21), ("jaw_pose", 1), ("leye_pose", 1),
-                                    ("reye_pose", 1), ("left_hand_pose", 15), ("right_hand_pose", 15)),
+    pose_groups=_consecutive_groups(
+        ("global_orient", 1),
+        ("body_pose", 21),
+        ("jaw_pose", 1),
+        ("leye_pose", 1),
+        ("reye_pose", 1),
+        ("left_hand_pose", 15),
+        ("right_hand_pose", 15),
+    ),
     skeleton=tuple(range(22)) + tuple(range(25, 55)) + tuple(range(66, 76)),
     two_direction=(_PELVIS, _SPINE3, _L_WRIST, _R_WRIST),
-    bone_groups=_BODY_BONE_GROUPS + tuple(zip(_L_HAND[1:], _R_HAND[1:])),
+    bone_groups=_BODY_BONE_GROUPS + tuple(zip(_L_HAND[1:], _R_HAND[1:], strict=True)),
     refine_segments=_BODY_SEGMENTS + _L_SEGMENTS + _R_SEGMENTS,
     # METHOD.md says "63" but its explicit list has 62 slots: body 0-21 and each hand without its wrist.
     metric_joints=tuple(range(22)) + _L_HAND[1:] + _R_HAND[1:],
-    parts=(_LEG, _SPINE,
-           Part("arm", (9, 12, 13, 14, 16, 17, 18, 19, 20, 37, 25, 28, 34, 31, 21, 52, 40, 43, 49, 46),
-                (13, 16, 18, 14, 17, 19)),
-           Part("lhand", _L_HAND, _L_TWISTS),
-           Part("rhand", _R_HAND, _R_TWISTS)),
+    parts=(
+        _LEG,
+        _SPINE,
+        Part(
+            "arm",
+            (9, 12, 13, 14, 16, 17, 18, 19, 20, 37, 25, 28, 34, 31, 21, 52, 40, 43, 49, 46),
+            (13, 16, 18, 14, 17, 19),
+        ),
+        Part("lhand", _L_HAND, _L_TWISTS),
+        Part("rhand", _R_HAND, _R_TWISTS),
+    ),
     relative_joints=frozenset(range(25, 55)),
     hands=(_L_HAND, _R_HAND),
     joint_names=SMPLX_JOINT_NAMES,

@@ -6,6 +6,7 @@ A checkpoint is a dict (official and ours): ``gen_state_dict`` (the network's st
 that would need arbitrary unpickling is refused. Files are written atomically (temp file in the same directory, then
 ``os.replace``) and only with content that ``weights_only`` loading accepts (store configs as YAML strings).
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,13 @@ DDP_PREFIX = "module."
 
 
 # Phrases of torch's weights_only unpickler when a file asks for a class or function it will not run.
-_REFUSAL_PHRASES = ("Unsupported global", "is blocked", "Can only build", "Can only create new object",
-                    "Trying to call reduce")
+_REFUSAL_PHRASES = (
+    "Unsupported global",
+    "is blocked",
+    "Can only build",
+    "Can only create new object",
+    "Trying to call reduce",
+)
 
 
 def _unpickling_reason(err: Exception) -> str:
@@ -58,17 +64,19 @@ def load_checkpoint(path: str | os.PathLike, hint: str = "") -> dict:
             checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     except UnpicklingError as err:
         if not any(phrase in str(err) for phrase in _REFUSAL_PHRASES):
-            raise ValueError(f"{file}: not a readable torch checkpoint (corrupt, or not written by torch.save?): "
-                             f"{_unpickling_reason(err)}") from err
+            raise ValueError(
+                f"{file}: not a readable torch checkpoint (corrupt, or not written by torch.save?): "
+                f"{_unpickling_reason(err)}"
+            ) from err
         raise ValueError(
             f"{file}: refused to unpickle arbitrary objects (weights_only loading): {_unpickling_reason(err)}. "
             "Checkpoints may hold only tensors, numbers, strings, lists and dicts; if you trust the file, re-save "
-            "it with plain data (e.g. a config as a YAML string)") from err
+            "it with plain data (e.g. a config as a YAML string)"
+        ) from err
     except (RuntimeError, KeyError, EOFError, OSError) as err:
         raise ValueError(f"{file}: not a readable torch checkpoint (corrupt or truncated?): {err}") from err
     if not isinstance(checkpoint, dict):
-        raise ValueError(f"{file}: expected a checkpoint dict (with 'gen_state_dict'), "
-                         f"got {type(checkpoint).__name__}")
+        raise ValueError(f"{file}: expected a checkpoint dict (with 'gen_state_dict'), got {type(checkpoint).__name__}")
     return checkpoint
 
 
@@ -78,7 +86,7 @@ def _is_state_dict(obj: Mapping) -> bool:
 
 def strip_ddp_prefix(state_dict: Mapping[str, torch.Tensor]) -> OrderedDict:
     """Drop the ``module.`` prefix DistributedDataParallel puts on every key (keys without it are kept)."""
-    return OrderedDict((k[len(DDP_PREFIX):] if k.startswith(DDP_PREFIX) else k, v) for k, v in state_dict.items())
+    return OrderedDict((k[len(DDP_PREFIX) :] if k.startswith(DDP_PREFIX) else k, v) for k, v in state_dict.items())
 
 
 def _summarise(keys: list[str], limit: int = 8) -> str:
@@ -119,8 +127,11 @@ def load_pan_weights(network: nn.Module, path_or_state: str | os.PathLike | Mapp
     expected = target.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(v.shape)}"
-                  for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    mismatched = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     problems = []
     if missing:
         problems.append(f"missing keys ({_summarise(missing)})")
@@ -129,8 +140,10 @@ def load_pan_weights(network: nn.Module, path_or_state: str | os.PathLike | Mapp
     if mismatched:
         problems.append(f"shape mismatches ({_summarise(mismatched)})")
     if problems:
-        raise ValueError("PAN checkpoint does not match the network (a checkpoint for another body model or "
-                         "EMBED_DIM?): " + "; ".join(problems))
+        raise ValueError(
+            "PAN checkpoint does not match the network (a checkpoint for another body model or "
+            "EMBED_DIM?): " + "; ".join(problems)
+        )
     target.load_state_dict(state, strict=True)
     return checkpoint
 
@@ -151,9 +164,11 @@ def _check_plain(obj, where: str) -> None:
             _check_plain(v, f"{where}[{i}]")
     elif type(obj) not in _PLAIN_LEAVES and not isinstance(obj, _TORCH_LEAVES):
         # e.g. a yacs CfgNode (a dict subclass) or a numpy number: pickled by class name, refused on load
-        raise TypeError(f"checkpoint value {where} is a {type(obj).__module__}.{type(obj).__qualname__}, which "
-                        "weights_only loading refuses: store tensors, numbers, strings, lists and dicts only "
-                        "(e.g. a config as cfg.dump(), a numpy number as float(x))")
+        raise TypeError(
+            f"checkpoint value {where} is a {type(obj).__module__}.{type(obj).__qualname__}, which "
+            "weights_only loading refuses: store tensors, numbers, strings, lists and dicts only "
+            "(e.g. a config as cfg.dump(), a numpy number as float(x))"
+        )
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:

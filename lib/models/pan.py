@@ -14,6 +14,7 @@ Module attribute names follow the official checkpoint so that its ``gen_state_di
 ``arm_rf_net.upose_upd_net.block.1.block.4.bias``, ``spine_rf_net.upose_upd_net.block.3.weight``). The class names
 say what each piece is; the attribute names are only the checkpoint's spelling.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,7 +33,8 @@ def check_embed_dim(embed_dim: int) -> None:
         raise ValueError(
             f"MODEL.MLP.EMBED_DIM={embed_dim}: the Part-aware Network concatenates widths (H-64)+(H-192) = 2H-256, "
             f"which equals the residual blocks' width H only for H={SUPPORTED_EMBED_DIM}; set it to "
-            f"{SUPPORTED_EMBED_DIM}")
+            f"{SUPPORTED_EMBED_DIM}"
+        )
 
 
 def normalize_phi(phi: Tensor, eps: float = PHI_EPS) -> Tensor:
@@ -67,15 +69,22 @@ class PartTwistMLP(nn.Module):
         dropout: dropout probability after every dense layer (0.2).
     """
 
-    def __init__(self, num_joints: int, num_twists: int, embed_dim: int = SUPPORTED_EMBED_DIM,
-                 num_betas: int = 10, dropout: float = 0.2):
+    def __init__(
+        self,
+        num_joints: int,
+        num_twists: int,
+        embed_dim: int = SUPPORTED_EMBED_DIM,
+        num_betas: int = 10,
+        dropout: float = 0.2,
+    ):
         super().__init__()
         check_embed_dim(embed_dim)
         self.num_joints, self.num_twists, self.num_betas = num_joints, num_twists, num_betas
         self.pos_emd = nn.Sequential(*_dense(num_joints * 3, embed_dim - 64, dropout))
         self.beta_emd = nn.Sequential(*_dense(num_betas, embed_dim - 192, dropout))
-        self.block = nn.Sequential(*(ResidualBlock(embed_dim, dropout) for _ in range(3)),
-                                   nn.Linear(embed_dim, num_twists * 2))
+        self.block = nn.Sequential(
+            *(ResidualBlock(embed_dim, dropout) for _ in range(3)), nn.Linear(embed_dim, num_twists * 2)
+        )
 
     def forward(self, part_joints: Tensor, betas: Tensor) -> Tensor:
         """``part_joints`` (B, n_j, 3), ``betas`` (B, num_betas) -> (B, n_twist, 2) unit (cos, sin)."""
@@ -127,8 +136,9 @@ class PartAwareNetwork(nn.Module):
         dropout: dropout probability (0.2).
     """
 
-    def __init__(self, tree: KinematicTree, embed_dim: int = SUPPORTED_EMBED_DIM, num_betas: int = 10,
-                 dropout: float = 0.2):
+    def __init__(
+        self, tree: KinematicTree, embed_dim: int = SUPPORTED_EMBED_DIM, num_betas: int = 10, dropout: float = 0.2
+    ):
         super().__init__()
         check_embed_dim(embed_dim)
         _check_disjoint_twists(tree)
@@ -157,14 +167,16 @@ class PartAwareNetwork(nn.Module):
         """
         J = self.tree.num_joints
         if joints.dim() != 3 or joints.shape[1] != J or joints.shape[2] != 3:
-            raise ValueError(f"joints must have shape (B, {J}, 3) for the {self.tree.name} tree, "
-                             f"got {tuple(joints.shape)}")
+            raise ValueError(
+                f"joints must have shape (B, {J}, 3) for the {self.tree.name} tree, got {tuple(joints.shape)}"
+            )
         B = joints.shape[0]
         if betas.dim() != 2 or betas.shape[0] != B or betas.shape[1] < self.num_betas:
-            raise ValueError(f"betas must have shape ({B}, >={self.num_betas}) to match joints, "
-                             f"got {tuple(betas.shape)}")
+            raise ValueError(
+                f"betas must have shape ({B}, >={self.num_betas}) to match joints, got {tuple(betas.shape)}"
+            )
         joints = root_relative(self.tree, joints)
-        betas = betas[:, :self.num_betas]
+        betas = betas[:, : self.num_betas]
         if not self.training and not torch.is_grad_enabled():
             return self._fused().forward(joints, betas)
         return [self.branch(part)(joints, betas) for part in self.tree.parts]
@@ -196,15 +208,22 @@ class FusedParts:
             for part in network.tree.parts:
                 branch = network.branch(part)
                 mlp = branch.mlp
-                dense = [(*_folded(mlp.pos_emd[0], mlp.pos_emd[1]), mlp.pos_emd[2].weight),
-                         (*_folded(mlp.beta_emd[0], mlp.beta_emd[1]), mlp.beta_emd[2].weight)]
+                dense = [
+                    (*_folded(mlp.pos_emd[0], mlp.pos_emd[1]), mlp.pos_emd[2].weight),
+                    (*_folded(mlp.beta_emd[0], mlp.beta_emd[1]), mlp.beta_emd[2].weight),
+                ]
                 for block in mlp.block[:3]:
-                    dense += [(*_folded(block.block[k], block.block[k + 1]), block.block[k + 2].weight)
-                              for k in (0, 4)]
+                    dense += [(*_folded(block.block[k], block.block[k + 1]), block.block[k + 2].weight) for k in (0, 4)]
                 head = mlp.block[3]
                 layers = [(weight.T.contiguous(), bias, slope.detach()) for weight, bias, slope in dense]
-                self.parts.append((branch.joint_index, mlp.num_twists, layers,
-                                   (head.weight.detach().T.contiguous(), head.bias.detach())))
+                self.parts.append(
+                    (
+                        branch.joint_index,
+                        mlp.num_twists,
+                        layers,
+                        (head.weight.detach().T.contiguous(), head.bias.detach()),
+                    )
+                )
 
     @staticmethod
     def _dense(x: Tensor, layer: tuple[Tensor, Tensor, Tensor]) -> Tensor:
@@ -217,7 +236,7 @@ class FusedParts:
         for joint_index, num_twists, layers, (head_weight, head_bias) in self.parts:
             pos = self._dense(joints.index_select(1, joint_index).flatten(1), layers[0])
             x = torch.cat([pos, self._dense(betas, layers[1])], dim=1)
-            for first, second in zip(layers[2::2], layers[3::2]):
+            for first, second in zip(layers[2::2], layers[3::2], strict=True):
                 x = x + self._dense(self._dense(x, first), second)
             out.append(normalize_phi(torch.addmm(head_bias, x, head_weight).view(-1, num_twists, 2)))
         return out
@@ -228,6 +247,8 @@ def _check_disjoint_twists(tree: KinematicTree) -> None:
     for part in tree.parts:
         shared = seen.intersection(part.twist_joints)
         if shared:
-            raise ValueError(f"{tree.name}: part {part.name} predicts twists of joints {sorted(shared)} that an "
-                             "earlier part already predicts")
+            raise ValueError(
+                f"{tree.name}: part {part.name} predicts twists of joints {sorted(shared)} that an "
+                "earlier part already predicts"
+            )
         seen.update(part.twist_joints)

@@ -6,6 +6,7 @@ allow-listed unpickler of ``lib.io.safe_io`` (allow-list ``SKELETON_2_BETA``), w
 dict may hold: numpy arrays of numeric dtype and the one object array around the dict (``lib.io.stand_ins``), torch
 tensors (their storage read by ``torch.load(weights_only=True)``), plain containers.
 """
+
 from __future__ import annotations
 
 import io
@@ -29,21 +30,25 @@ def _tensor_from_bytes(data: bytes):
 
 
 _NUMPY = numpy_stand_ins(object_arrays=True)
-_STAND_INS = spelled({
-    **{name: _NUMPY[name] for name in ("numpy._core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype")},
-    "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
-    "torch.storage._load_from_bytes": _tensor_from_bytes,
-    "collections.OrderedDict": OrderedDict,
-})
+_STAND_INS = spelled(
+    {
+        **{name: _NUMPY[name] for name in ("numpy._core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype")},
+        "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
+        "torch.storage._load_from_bytes": _tensor_from_bytes,
+        "collections.OrderedDict": OrderedDict,
+    }
+)
 
 
 def load_skeleton_2_beta(path: str | Path, config_key: str = "DATA.SKELETON_2_BETA") -> np.ndarray:
     """Read A (G, K) as float64 from an official-layout ``.npz`` without running code from it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found ({config_key}). Use the file from the official SMPL-IKS data "
-                                "download, write one with tools/make_skeleton_2_beta.py, or leave the key empty to "
-                                "fit A from the body model at start-up")
+        raise FileNotFoundError(
+            f"{path} not found ({config_key}). Use the file from the official SMPL-IKS data "
+            "download, write one with tools/make_skeleton_2_beta.py, or leave the key empty to "
+            "fit A from the body model at start-up"
+        )
     with zipfile.ZipFile(path) as archive:
         if f"{ENTRY}.npy" not in archive.namelist():
             raise ValueError(f"{path}: no '{ENTRY}' entry; expected the official skeleton_2_beta layout")

@@ -12,6 +12,7 @@ parts of the reference's MixIK are independent here because every part boundary 
 global orientation the targets fix whatever its parent's twist: walking the whole tree once with the twist table
 gives the same rotations as the reference's part-by-part refinement.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,11 +30,11 @@ from lib.kinematics.tree import KinematicTree
 class _SwingPlan:
     """A tree's swing joints ordered by level, so each level's joints are one contiguous slice of all of them."""
 
-    joints: tuple[int, ...]                  # swing joints (one IK child each), level by level
-    children: tuple[int, ...]                # their IK children
-    parents: tuple[int, ...]                 # their parents
-    level_slices: tuple[slice, ...]          # per tree level: its swing joints' positions in ``joints``
-    relative: tuple[int, ...]                # positions (in ``joints``) of relative joints (SMPL-X fingers)
+    joints: tuple[int, ...]  # swing joints (one IK child each), level by level
+    children: tuple[int, ...]  # their IK children
+    parents: tuple[int, ...]  # their parents
+    level_slices: tuple[slice, ...]  # per tree level: its swing joints' positions in ``joints``
+    relative: tuple[int, ...]  # positions (in ``joints``) of relative joints (SMPL-X fingers)
 
 
 _PLANS: dict[int, tuple[KinematicTree, _SwingPlan]] = {}
@@ -47,15 +48,20 @@ def _swing_plan(tree: KinematicTree) -> _SwingPlan:
             start = len(joints)
             joints += [j for j in level if j in tree.ik_child]
             slices.append(slice(start, len(joints)))
-        plan = _SwingPlan(tuple(joints), tuple(tree.ik_child[j] for j in joints),
-                          tuple(tree.parents[j] for j in joints), tuple(slices),
-                          tuple(k for k, j in enumerate(joints) if j in tree.relative_joints))
+        plan = _SwingPlan(
+            tuple(joints),
+            tuple(tree.ik_child[j] for j in joints),
+            tuple(tree.parents[j] for j in joints),
+            tuple(slices),
+            tuple(k for k, j in enumerate(joints) if j in tree.relative_joints),
+        )
         cached = _PLANS[id(tree)] = (tree, plan)
     return cached[1]
 
 
-def solve_rotations(tree: KinematicTree, rest: Tensor, target: Tensor, phi: Tensor | None = None,
-                    orientation_fit: str = "directions") -> Tensor:
+def solve_rotations(
+    tree: KinematicTree, rest: Tensor, target: Tensor, phi: Tensor | None = None, orientation_fit: str = "directions"
+) -> Tensor:
     """Local rotations placing the rest skeleton's bones along the target skeleton.
 
     Args:
@@ -78,12 +84,12 @@ def solve_rotations(tree: KinematicTree, rest: Tensor, target: Tensor, phi: Tens
     glob: dict[int, Tensor] = {}
     plan = _swing_plan(tree)
     joints, children = list(plan.joints), list(plan.children)
-    rest_bones = take_slots(rest, children) - take_slots(rest, joints)                # (B, S, 3)
-    target_bones = (take_slots(target, children) - take_slots(target, joints))[..., None]   # (B, S, 3, 1)
+    rest_bones = take_slots(rest, children) - take_slots(rest, joints)  # (B, S, 3)
+    target_bones = (take_slots(target, children) - take_slots(target, joints))[..., None]  # (B, S, 3, 1)
     twists = None
     if phi is not None:
         cos, sin = take_slots(phi, joints).unbind(-1)
-        twists = rotation_about_axis(rest_bones, cos, sin)                            # (B, S, 3, 3)
+        twists = rotation_about_axis(rest_bones, cos, sin)  # (B, S, 3, 3)
     relative = list(plan.relative)
     if relative:
         rel_joints, rel_parents = [joints[k] for k in relative], [plan.parents[k] for k in relative]
@@ -92,7 +98,7 @@ def solve_rotations(tree: KinematicTree, rest: Tensor, target: Tensor, phi: Tens
 
     root = tree.root
     local[root] = glob[root] = two_direction_rotation(tree, root, rest, target, fit=orientation_fit)
-    for level, positions in zip(tree.levels, plan.level_slices):
+    for level, positions in zip(tree.levels, plan.level_slices, strict=True):
         start, stop = positions.start, positions.stop
         if stop > start:
             to_parent = torch.stack([glob[p] for p in plan.parents[positions]], dim=1).transpose(-1, -2)

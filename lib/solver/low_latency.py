@@ -7,6 +7,7 @@ arithmetic is the same, so the results equal the batched path's to float roundin
 at the data, run in Python before the replay. A recording keeps the network's weights as they were: make a new
 :class:`LowLatencySolver` after changing them.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -36,8 +37,15 @@ class LowLatencySolver:
     def _outputs(self, joints: Tensor) -> tuple[Tensor, ...]:
         solution = self.solver.solve(joints, self.network)
         phis = tuple(solution.phis) if solution.phis is not None else ()
-        return (solution.betas, solution.rest, solution.refined, solution.rotmats, solution.translation,
-                solution.analytic_rotmats, *phis)
+        return (
+            solution.betas,
+            solution.rest,
+            solution.refined,
+            solution.rotmats,
+            solution.translation,
+            solution.analytic_rotmats,
+            *phis,
+        )
 
     def _recording(self, joints: Tensor) -> torch.jit.ScriptFunction:
         key = (joints.shape[0], joints.dtype, joints.device)

@@ -2,6 +2,7 @@
 
 Read in this order: :mod:`shape_inverse`, :mod:`refine`, :mod:`analytic_ik`, :mod:`twist`, then this file.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -27,15 +28,15 @@ MAX_MEDIAN_BONE_M = 1.0
 class Solution:
     """What the solver found for a batch of skeletons."""
 
-    betas: Tensor      # (B, K) shape from Shape Inverse (or the betas given)
-    rest: Tensor       # (B, J, 3) root-relative rest joints of that shape
-    refined: Tensor    # (B, J, 3) root-relative targets with the rest bone lengths (PR-C; the input without it)
+    betas: Tensor  # (B, K) shape from Shape Inverse (or the betas given)
+    rest: Tensor  # (B, J, 3) root-relative rest joints of that shape
+    refined: Tensor  # (B, J, 3) root-relative targets with the rest bone lengths (PR-C; the input without it)
     rotmats: Tensor | None  # (B, P, 3, 3) local rotations of ``method`` (None when only twists were asked for)
-    translation: Tensor | None = None   # (B, 3) body-model translation putting its root joint where the input's was
-    method: str = "analyik"             # 'analyik', or 'mixik' when a network's twists drove the IK
+    translation: Tensor | None = None  # (B, 3) body-model translation putting its root joint where the input's was
+    method: str = "analyik"  # 'analyik', or 'mixik' when a network's twists drove the IK
     analytic_rotmats: Tensor | None = None  # (B, P, 3, 3) AnalyIK's rotations (the same as rotmats for 'analyik')
-    phis: list[Tensor] | None = None    # the network's (cos, sin) per part, list of (B, n_part, 2) (MixIK only)
-    suspicious: Tensor | None = None    # (B, J) bool: input joints the robust mode found suspicious (None: paper mode)
+    phis: list[Tensor] | None = None  # the network's (cos, sin) per part, list of (B, n_part, 2) (MixIK only)
+    suspicious: Tensor | None = None  # (B, J) bool: input joints the robust mode found suspicious (None: paper mode)
 
 
 # Suspicious inputs (robust mode): a bone outside [SHORT, LONG] times its rest length, or a joint exactly at (0, 0, 0)
@@ -50,8 +51,8 @@ class RobustOptions:
     """The robust mode of :class:`SkeletonSolver` (None there = the paper's pipeline, METHOD.md as published)."""
 
     prior: ShapePrior = field(default_factory=ShapePrior)  # Shape Inverse toward betas ~ N(0, I), Huber on bones
-    orientation_fit: str = "rigid"   # two-direction joints: least-squares rotation over their rigid group
-    suspicious: str = "warn"         # 'warn': report suspicious joints; 'fill': also treat them as missing
+    orientation_fit: str = "rigid"  # two-direction joints: least-squares rotation over their rigid group
+    suspicious: str = "warn"  # 'warn': report suspicious joints; 'fill': also treat them as missing
 
 
 # What the network reads (METHOD.md sections 8 and 12): evaluation feeds the canonical AnalyIK skeleton, training
@@ -59,9 +60,9 @@ class RobustOptions:
 NETWORK_INPUTS = ("canonical", "target")
 
 # Callables the solver gets from the body model: it opens no file itself.
-RestJointFn = Callable[[Tensor], Tensor]             # betas (B, K) -> rest joints (B, J, 3)
-PosedJointFn = Callable[[Tensor, Tensor], Tensor]    # rotmats (B, P, 3, 3), betas (B, K) -> posed joints (B, J, 3)
-TwistNetwork = Callable[[Tensor, Tensor], list]      # joints (B, J, 3), betas (B, K) -> list of (B, n_part, 2)
+RestJointFn = Callable[[Tensor], Tensor]  # betas (B, K) -> rest joints (B, J, 3)
+PosedJointFn = Callable[[Tensor, Tensor], Tensor]  # rotmats (B, P, 3, 3), betas (B, K) -> posed joints (B, J, 3)
+TwistNetwork = Callable[[Tensor, Tensor], list]  # joints (B, J, 3), betas (B, K) -> list of (B, n_part, 2)
 
 
 def canonical_skeleton(tree: KinematicTree, posed_joints: PosedJointFn, rotmats: Tensor, betas: Tensor) -> Tensor:
@@ -77,18 +78,22 @@ def canonical_skeleton(tree: KinematicTree, posed_joints: PosedJointFn, rotmats:
 def check_skeleton(tree: KinematicTree, joints: Tensor, name: str = "joints") -> None:
     """One clear error for the usual ways a skeleton goes wrong (type, shape, NaN, units)."""
     if not torch.is_tensor(joints):
-        raise ValueError(f"{name} must be a torch.Tensor (B, {tree.num_joints}, 3), got {type(joints).__name__}; "
-                         "convert with torch.as_tensor, or use lib.api.load_solver, whose fit() takes numpy too")
+        raise ValueError(
+            f"{name} must be a torch.Tensor (B, {tree.num_joints}, 3), got {type(joints).__name__}; "
+            "convert with torch.as_tensor, or use lib.api.load_solver, whose fit() takes numpy too"
+        )
     if joints.ndim != 3 or joints.shape[1:] != (tree.num_joints, 3):
-        raise ValueError(f"{name} must have shape (B, {tree.num_joints}, 3) for the {tree.name} skeleton, "
-                         f"got {tuple(joints.shape)}")
+        raise ValueError(
+            f"{name} must have shape (B, {tree.num_joints}, 3) for the {tree.name} skeleton, got {tuple(joints.shape)}"
+        )
     if not torch.isfinite(joints).all():
         bad = (~torch.isfinite(joints)).any(dim=-1).any(dim=0).nonzero().flatten().tolist()
         raise ValueError(f"{name} contain NaN/inf at joints {bad}; remove or fill those frames first")
     median = median_bone_length(tree, joints)
     if median > MAX_MEDIAN_BONE_M:
-        raise ValueError(f"{name}: median bone length is {median:.1f}; the solver expects metres "
-                         "(divide millimetres by 1000)")
+        raise ValueError(
+            f"{name}: median bone length is {median:.1f}; the solver expects metres (divide millimetres by 1000)"
+        )
 
 
 def median_bone_length(tree: KinematicTree, joints: Tensor) -> float:
@@ -111,9 +116,15 @@ class SkeletonSolver(torch.nn.Module):
             sequence, rigid-group orientation, suspicious joints reported); None = the paper's pipeline.
     """
 
-    def __init__(self, tree: KinematicTree, rest_joints: RestJointFn, shape_inverse: ShapeInverse | None,
-                 pr_variant: str = "v1", posed_joints: PosedJointFn | None = None,
-                 robust: RobustOptions | None = None):
+    def __init__(
+        self,
+        tree: KinematicTree,
+        rest_joints: RestJointFn,
+        shape_inverse: ShapeInverse | None,
+        pr_variant: str = "v1",
+        posed_joints: PosedJointFn | None = None,
+        robust: RobustOptions | None = None,
+    ):
         super().__init__()
         if robust is not None and robust.suspicious not in SUSPICIOUS_ACTIONS:
             raise ValueError(f"suspicious={robust.suspicious!r}: use one of {SUSPICIOUS_ACTIONS}")
@@ -131,9 +142,17 @@ class SkeletonSolver(torch.nn.Module):
     def rest_skeleton(self, betas: Tensor) -> Tensor:
         return root_relative(self.tree, self.rest_joints(betas))
 
-    def solve(self, joints: Tensor, network: TwistNetwork | None = None, *, betas: Tensor | None = None,
-              refine: bool = True, network_input: str | Tensor = "canonical", rotations: bool = True,
-              groups: Tensor | None = None) -> Solution:
+    def solve(
+        self,
+        joints: Tensor,
+        network: TwistNetwork | None = None,
+        *,
+        betas: Tensor | None = None,
+        refine: bool = True,
+        network_input: str | Tensor = "canonical",
+        rotations: bool = True,
+        groups: Tensor | None = None,
+    ) -> Solution:
         """The whole method: SI -> PR-C -> AnalyIK -> canonical skeleton -> network -> MixIK.
 
         Args:
@@ -165,8 +184,9 @@ class SkeletonSolver(torch.nn.Module):
         if self.robust is not None:
             target, shift, suspicious = self.robust_targets(rest, target, at_origin)
             translation = translation + shift
-        refined = refine_bone_lengths(self.tree, rest, target, self.pr_variant, orientation_fit=fit) if refine \
-            else target
+        refined = (
+            refine_bone_lengths(self.tree, rest, target, self.pr_variant, orientation_fit=fit) if refine else target
+        )
         analytic = solve_rotations(self.tree, rest, refined, orientation_fit=fit) if rotations else None
         if network is None:
             return Solution(betas, rest, refined, analytic, translation, "analyik", analytic, suspicious=suspicious)
@@ -180,8 +200,11 @@ class SkeletonSolver(torch.nn.Module):
         else:
             seen = refined
         phis = network(seen, betas)  # the network reads the first 10 betas
-        mixik = solve_rotations(self.tree, rest, refined, phi_per_joint(self.tree, phis),
-                                orientation_fit=fit) if rotations else None
+        mixik = (
+            solve_rotations(self.tree, rest, refined, phi_per_joint(self.tree, phis), orientation_fit=fit)
+            if rotations
+            else None
+        )
         return Solution(betas, rest, refined, mixik, translation, "mixik", analytic, phis, suspicious)
 
     def robust_targets(self, rest: Tensor, target: Tensor, at_origin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -208,8 +231,9 @@ class SkeletonSolver(torch.nn.Module):
         """Robust mode: the joint noise sigma per axis (mm) of each root-relative skeleton (B, J, 3), given or
         estimated per frame; None when neither is possible (no Shape Inverse)."""
         if self.robust.prior.noise_mm is not None:
-            return torch.full(target.shape[:1], float(self.robust.prior.noise_mm), dtype=target.dtype,
-                              device=target.device)
+            return torch.full(
+                target.shape[:1], float(self.robust.prior.noise_mm), dtype=target.dtype, device=target.device
+            )
         return None if self.shape_inverse is None else self.shape_inverse.estimate_noise_mm(target).to(target.dtype)
 
     def shape(self, target: Tensor, groups: Tensor | None = None, missing: Tensor | None = None) -> Tensor:
@@ -239,8 +263,16 @@ class SkeletonSolver(torch.nn.Module):
         target = root_relative(self.tree, target)
         phi = phi_per_joint(self.tree, part_phis)
         rotmats = solve_rotations(self.tree, solution.rest, target, phi, self.orientation_fit)
-        return Solution(solution.betas, solution.rest, solution.refined, rotmats, solution.translation, "mixik",
-                        solution.analytic_rotmats, part_phis)
+        return Solution(
+            solution.betas,
+            solution.rest,
+            solution.refined,
+            rotmats,
+            solution.translation,
+            "mixik",
+            solution.analytic_rotmats,
+            part_phis,
+        )
 
 
 def root_estimate(tree: KinematicTree, rest: Tensor, target: Tensor) -> Tensor:
@@ -276,29 +308,35 @@ def implausible_bones(tree: KinematicTree, rest: Tensor, target: Tensor, noise_m
     ratio = measured / expected.clamp_min(1e-9)
     bad = (ratio < SUSPICIOUS_SHORT) | (ratio > SUSPICIOUS_LONG)
     if noise_mm is not None:
-        bone_sigma_m = 2.0 ** 0.5 * noise_mm[:, None] / 1000.0
+        bone_sigma_m = 2.0**0.5 * noise_mm[:, None] / 1000.0
         bad &= (measured - expected).abs() > SUSPICIOUS_NOISE_SIGMAS * bone_sigma_m
     mask = torch.zeros(target.shape[:2], dtype=torch.bool, device=target.device)
     mask[:, ends] = bad
     return mask
 
 
-def suspicious_message(tree: KinematicTree, suspicious: Tensor, at_origin: Tensor, filled: bool,
-                       limit: int = 8) -> str:
+def suspicious_message(tree: KinematicTree, suspicious: Tensor, at_origin: Tensor, filled: bool, limit: int = 8) -> str:
     """One line naming the frames and joints of a (B, J) mask (and which were at the origin)."""
     frames = suspicious.any(dim=1).nonzero().flatten().tolist()
     entries = []
     for b in frames[:limit]:
-        names = [tree.joint_names[j] + (" (at the origin)" if at_origin[b, j] else "")
-                 for j in suspicious[b].nonzero().flatten().tolist()]
+        names = [
+            tree.joint_names[j] + (" (at the origin)" if at_origin[b, j] else "")
+            for j in suspicious[b].nonzero().flatten().tolist()
+        ]
         entries.append(f"frame {b}: {', '.join(names)}")
     more = f"; and {len(frames) - limit} more frames" if len(frames) > limit else ""
-    action = ("treated as missing: filled from the rest skeleton under the parent's rotation" if filled else
-              "used as given; treat them as missing with MODEL.ROBUST.SUSPICIOUS 'fill' "
-              "(lib.api.load_solver(..., suspicious='fill'))")
-    return (f"suspicious input joints (at the origin, or a bone under {SUSPICIOUS_SHORT} / over {SUSPICIOUS_LONG} "
-            f"times its rest length beyond the joint noise) in {len(frames)} frame(s), {action}: "
-            f"{'; '.join(entries)}{more}")
+    action = (
+        "treated as missing: filled from the rest skeleton under the parent's rotation"
+        if filled
+        else "used as given; treat them as missing with MODEL.ROBUST.SUSPICIOUS 'fill' "
+        "(lib.api.load_solver(..., suspicious='fill'))"
+    )
+    return (
+        f"suspicious input joints (at the origin, or a bone under {SUSPICIOUS_SHORT} / over {SUSPICIOUS_LONG} "
+        f"times its rest length beyond the joint noise) in {len(frames)} frame(s), {action}: "
+        f"{'; '.join(entries)}{more}"
+    )
 
 
 def fill_missing(tree: KinematicTree, rest: Tensor, target: Tensor, missing: Tensor, orientation_fit: str) -> Tensor:
@@ -320,8 +358,9 @@ def fill_missing(tree: KinematicTree, rest: Tensor, target: Tensor, missing: Ten
             if p in tree.two_direction_by_joint:
                 group = [p, *tree.children[p]]
                 present = (~missing[:, group]).to(rest.dtype)
-                rotation = rigid_rotation(rest[:, group] - rest[:, p:p + 1], filled[:, group] - filled[:, p:p + 1],
-                                          present)
+                rotation = rigid_rotation(
+                    rest[:, group] - rest[:, p : p + 1], filled[:, group] - filled[:, p : p + 1], present
+                )
             else:
                 rotation = glob[tree.parents[p]]
             placed = filled[:, p] + (rotation @ (rest[:, j] - rest[:, p])[..., None])[..., 0]

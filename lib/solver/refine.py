@@ -7,6 +7,7 @@ Walking the tree from the root outwards, each joint is re-placed from its alread
 - V2 additionally re-solves each two-bone segment (A, B, C) with a few "move" iterations that turn A->B so that
   A->C points at C's target, then aim C from B.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,14 @@ from lib.kinematics.tree import KinematicTree
 VARIANTS = ("v1", "v2", "none")
 
 
-def refine_bone_lengths(tree: KinematicTree, rest: Tensor, target: Tensor, variant: str = "v1",
-                        iterations: int = 3, orientation_fit: str = "directions") -> Tensor:
+def refine_bone_lengths(
+    tree: KinematicTree,
+    rest: Tensor,
+    target: Tensor,
+    variant: str = "v1",
+    iterations: int = 3,
+    orientation_fit: str = "directions",
+) -> Tensor:
     """Target joints with the rest skeleton's bone lengths.
 
     Args:
@@ -62,8 +69,7 @@ def refine_bone_lengths(tree: KinematicTree, rest: Tensor, target: Tensor, varia
         for j in level:
             if j in segments_by_end:
                 a, b, c = segments_by_end[j]
-                placed[b], placed[c] = _two_bone_move(placed[a], placed[b], target[:, c], rest, (a, b, c),
-                                                      iterations)
+                placed[b], placed[c] = _two_bone_move(placed[a], placed[b], target[:, c], rest, (a, b, c), iterations)
         for j in level:
             if j in tree.two_direction_by_joint:
                 effective_target = effective_target.clone()
@@ -72,8 +78,9 @@ def refine_bone_lengths(tree: KinematicTree, rest: Tensor, target: Tensor, varia
     return torch.stack(placed, dim=1)
 
 
-def _two_bone_move(a: Tensor, b: Tensor, c_target: Tensor, rest: Tensor, segment: tuple[int, int, int],
-                   iterations: int) -> tuple[Tensor, Tensor]:
+def _two_bone_move(
+    a: Tensor, b: Tensor, c_target: Tensor, rest: Tensor, segment: tuple[int, int, int], iterations: int
+) -> tuple[Tensor, Tensor]:
     """Re-place B and C of segment (A, B, C) at rest lengths so that C approaches its target: (B, 3) each."""
     ia, ib, ic = segment
     len_ab = (rest[:, ib] - rest[:, ia]).norm(dim=-1, keepdim=True)

@@ -4,10 +4,11 @@ Bone-length change is modelled as linear in beta, ``bl(t(beta)) - bl(t(0)) ~= A 
 beta, the official ``skeleton_2_beta`` layout). ``A`` is either read from an official file or fitted here from a
 body model's rest-joint map over sampled betas.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -27,11 +28,11 @@ OUTLIER_FRAME_RATIO = 4.0
 class ShapePrior:
     """The robust Shape Inverse's settings: betas ~ N(0, I) against bone lengths measured with joint noise."""
 
-    noise_mm: float | None = None   # joint noise sigma per axis (mm); None = estimated from left/right disagreement
-    floor_mm: float = 1.0           # smallest bone-length sigma (mm): the linear model's own error
-    max_abs_beta: float = 5.0       # betas are clamped to [-max, max]
-    huber_k: float = 2.0            # bones whose residual exceeds k sigmas are down-weighted (Huber IRLS)
-    iterations: int = 5             # IRLS iterations
+    noise_mm: float | None = None  # joint noise sigma per axis (mm); None = estimated from left/right disagreement
+    floor_mm: float = 1.0  # smallest bone-length sigma (mm): the linear model's own error
+    max_abs_beta: float = 5.0  # betas are clamped to [-max, max]
+    huber_k: float = 2.0  # bones whose residual exceeds k sigmas are down-weighted (Huber IRLS)
+    iterations: int = 5  # IRLS iterations
 
 
 def sequence_index(groups: Tensor | None, batch: int, device: torch.device) -> Tensor:
@@ -51,8 +52,15 @@ def sequence_mean(values: Tensor, groups: Tensor) -> Tensor:
     return (sums / counts)[index]
 
 
-def fit_bone_length_model(tree: KinematicTree, rest_joints: RestJointFn, num_betas: int, num_samples: int = 10000,
-                          sigma: float = 1.5, seed: int = 0, dtype=torch.float64) -> tuple[Tensor, float]:
+def fit_bone_length_model(
+    tree: KinematicTree,
+    rest_joints: RestJointFn,
+    num_betas: int,
+    num_samples: int = 10000,
+    sigma: float = 1.5,
+    seed: int = 0,
+    dtype=torch.float64,
+) -> tuple[Tensor, float]:
     """Least-squares fit of ``A`` (G, num_betas) over betas ~ N(0, sigma^2).
 
     Args:
@@ -76,8 +84,10 @@ class ShapeInverse(torch.nn.Module):
         """``matrix`` (G, K) mm per unit beta; ``zero_shape_rest_joints`` (J, 3) rest joints of beta = 0."""
         super().__init__()
         if matrix.shape[0] != len(tree.bone_groups):
-            raise ValueError(f"skeleton_2_beta matrix has {matrix.shape[0]} rows; the {tree.name} tree has "
-                             f"{len(tree.bone_groups)} bone lengths")
+            raise ValueError(
+                f"skeleton_2_beta matrix has {matrix.shape[0]} rows; the {tree.name} tree has "
+                f"{len(tree.bone_groups)} bone lengths"
+            )
         self.tree = tree
         self.register_buffer("matrix", matrix.double())
         self.register_buffer("pinv", torch.linalg.pinv(matrix.double()))
@@ -85,8 +95,11 @@ class ShapeInverse(torch.nn.Module):
         # the robust fit works per bone: each bone of a group gets the group's row of A
         self.bone_ends = [j for group in tree.bone_groups for j in group]
         self.bone_group = [g for g, group in enumerate(tree.bone_groups) for _ in group]
-        self.pairs = [(k, k + 1) for k, g in enumerate(self.bone_group) if k + 1 < len(self.bone_group)
-                      and self.bone_group[k + 1] == g]
+        self.pairs = [
+            (k, k + 1)
+            for k, g in enumerate(self.bone_group)
+            if k + 1 < len(self.bone_group) and self.bone_group[k + 1] == g
+        ]
         self.register_buffer("zero_bones", self.single_bone_lengths(zero_shape_rest_joints[None].double())[0])
 
     @property
@@ -130,8 +143,9 @@ class ShapeInverse(torch.nn.Module):
         floor = (0.5 * lengths).pow(2)
         return torch.maximum(lengths.pow(2) - 4.0 * sigma[:, None].pow(2), floor).sqrt()
 
-    def regularised(self, joints: Tensor, prior: ShapePrior, groups: Tensor | None = None,
-                    valid: Tensor | None = None) -> Tensor:
+    def regularised(
+        self, joints: Tensor, prior: ShapePrior, groups: Tensor | None = None, valid: Tensor | None = None
+    ) -> Tensor:
         """Robust Shape Inverse: (B, J, 3) joints in metres -> (B, K) betas, in the joints' dtype.
 
         Minimises sum over bones of huber(residual / s) plus |beta|^2 (the prior N(0, I)), s^2 = 2 sigma^2 +
@@ -147,18 +161,18 @@ class ShapeInverse(torch.nn.Module):
             sigma = self.estimate_noise_mm(work, groups)
         else:
             sigma = torch.full((work.shape[0],), float(prior.noise_mm), dtype=work.dtype, device=work.device)
-        delta = self.debiased_lengths(work, sigma) - self.zero_bones                # (B, n)
-        scale = (2.0 * sigma.pow(2) + prior.floor_mm ** 2).sqrt()[:, None]         # (B, 1) mm
-        matrix = self.matrix[self.bone_group]                                       # (n, K)
+        delta = self.debiased_lengths(work, sigma) - self.zero_bones  # (B, n)
+        scale = (2.0 * sigma.pow(2) + prior.floor_mm**2).sqrt()[:, None]  # (B, 1) mm
+        matrix = self.matrix[self.bone_group]  # (n, K)
         base = torch.ones_like(delta) if valid is None else valid.to(delta.dtype)
         index = sequence_index(groups, work.shape[0], work.device)
         num_seq, k = int(index.max()) + 1, self.num_betas
         eye = torch.eye(k, dtype=work.dtype, device=work.device)
         robust = torch.ones_like(delta)
         for _ in range(max(prior.iterations, 1)):
-            weight = base * robust / scale.pow(2)                                   # (B, n)
-            normal = torch.einsum("bn,nk,nl->bkl", weight, matrix, matrix)          # (B, K, K)
-            rhs = torch.einsum("bn,nk,bn->bk", weight, matrix, delta)               # (B, K)
+            weight = base * robust / scale.pow(2)  # (B, n)
+            normal = torch.einsum("bn,nk,nl->bkl", weight, matrix, matrix)  # (B, K, K)
+            rhs = torch.einsum("bn,nk,bn->bk", weight, matrix, delta)  # (B, K)
             normal = torch.zeros(num_seq, k, k, dtype=work.dtype, device=work.device).index_add_(0, index, normal)
             rhs = torch.zeros(num_seq, k, dtype=work.dtype, device=work.device).index_add_(0, index, rhs)
             betas = torch.linalg.solve(normal + eye, rhs[..., None])[..., 0][index]  # (B, K)

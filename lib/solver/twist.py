@@ -3,6 +3,7 @@
 ``twist_angle`` vectors hold one angle per non-root pose joint (entry k belongs to joint k + 1), as the official
 databases store them (METHOD.md section 6). A twist parameter ``phi`` is the (cos, sin) pair of such an angle.
 """
+
 from __future__ import annotations
 
 import torch
@@ -51,15 +52,19 @@ def phi_per_joint(tree: KinematicTree, parts: list[Tensor], eps: float = 1e-8) -
     Each pair is normalised to unit length first (eps guards a zero prediction).
     """
     if len(parts) != len(tree.parts):
-        raise ValueError(f"expected {len(tree.parts)} part outputs for the {tree.name} tree "
-                         f"({', '.join(p.name for p in tree.parts)}), got {len(parts)}")
+        raise ValueError(
+            f"expected {len(tree.parts)} part outputs for the {tree.name} tree "
+            f"({', '.join(p.name for p in tree.parts)}), got {len(parts)}"
+        )
     batch = parts[0].shape[0]
-    for part, phi in zip(tree.parts, parts):
+    for part, phi in zip(tree.parts, parts, strict=True):
         if phi.shape != (batch, len(part.twist_joints), 2):
-            raise ValueError(f"part {part.name}: expected twists of shape ({batch}, {len(part.twist_joints)}, 2), "
-                             f"got {tuple(phi.shape)}")
+            raise ValueError(
+                f"part {part.name}: expected twists of shape ({batch}, {len(part.twist_joints)}, 2), "
+                f"got {tuple(phi.shape)}"
+            )
     table = parts[0].new_zeros(batch, tree.num_pose_joints, 2)
     table[..., 0] = 1.0
-    for part, phi in zip(tree.parts, parts):
+    for part, phi in zip(tree.parts, parts, strict=True):
         table[:, list(part.twist_joints)] = phi / phi.norm(dim=-1, keepdim=True).clamp_min(eps)
     return table

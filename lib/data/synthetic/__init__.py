@@ -14,17 +14,42 @@ Public API:
     make_synthetic_db(body, n, seed, body_model, ...)   -> dict in the official db layout (twist angles computed)
     ensure_synthetic_db(body, split, db_dir, body_model_path, n, ...) -> path; generates a missing db once
 """
+
 from lib.data.synthetic.axes import dofs_to_rotvec, mirror_rotvec
 from lib.data.synthetic.limits import DIP_NOISE, DIP_RATIO, HAND_LIMITS, SMPL_LIMITS, JointLimit
-from lib.data.synthetic.sampler import (SequenceConfig, SyntheticPoses, sample_hand_poses, sample_smpl_poses,
-                                        sample_smplx_poses)
+from lib.data.synthetic.sampler import (
+    SequenceConfig,
+    SyntheticPoses,
+    sample_hand_poses,
+    sample_smpl_poses,
+    sample_smplx_poses,
+)
 from lib.data.synthetic.twist_labels import compute_twist_angles
-from lib.data.synthetic.writer import (DEFAULT_SEEDS, SYNTHETIC_FORMAT_VERSION, ensure_synthetic_db,
-                                       make_synthetic_db, synthetic_db_path)
+from lib.data.synthetic.writer import (
+    DEFAULT_SEEDS,
+    SYNTHETIC_FORMAT_VERSION,
+    ensure_synthetic_db,
+    make_synthetic_db,
+    synthetic_db_path,
+)
 
 __all__ = [
-    'JointLimit', 'SMPL_LIMITS', 'HAND_LIMITS', 'DIP_RATIO', 'DIP_NOISE', 'SyntheticPoses', 'SequenceConfig',
-    'DEFAULT_SEEDS', 'sample_smpl_poses', 'sample_smplx_poses', 'sample_hand_poses', 'dofs_to_rotvec',
-    'mirror_rotvec', 'compute_twist_angles', 'make_synthetic_db', 'ensure_synthetic_db', 'synthetic_db_path',
-    'SYNTHETIC_FORMAT_VERSION',
+    "JointLimit",
+    "SMPL_LIMITS",
+    "HAND_LIMITS",
+    "DIP_RATIO",
+    "DIP_NOISE",
+    "SyntheticPoses",
+    "SequenceConfig",
+    "DEFAULT_SEEDS",
+    "sample_smpl_poses",
+    "sample_smplx_poses",
+    "sample_hand_poses",
+    "dofs_to_rotvec",
+    "mirror_rotvec",
+    "compute_twist_angles",
+    "make_synthetic_db",
+    "ensure_synthetic_db",
+    "synthetic_db_path",
+    "SYNTHETIC_FORMAT_VERSION",
 ]

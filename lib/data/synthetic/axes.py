@@ -4,10 +4,11 @@ Given a body model's rest joints (``rest_joints=``, as ``make_synthetic_db`` doe
 model's rest bone, so the sampled twist is exactly the stored twist at beta = 0. Right-side twists are stored with
 the opposite sign of the anatomical angle (the twist is measured about +rest bone).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import roma
@@ -50,8 +51,9 @@ class Axes:
     right_hand: np.ndarray
 
 
-def _rest_bones(tree: KinematicTree, rest: np.ndarray, slots: Sequence[int], ideal: np.ndarray,
-                mirror: np.ndarray) -> np.ndarray:
+def _rest_bones(
+    tree: KinematicTree, rest: np.ndarray, slots: Sequence[int], ideal: np.ndarray, mirror: np.ndarray
+) -> np.ndarray:
     """Rest bone of each slot (to its child most aligned with the idealised axis: spine3 -> neck, an SMPL-X wrist ->
     a finger base), in the left-side convention (right-side bones mirrored); NaN for leaves."""
     bones = np.full((len(slots), 3), np.nan)
@@ -69,7 +71,7 @@ def axes_for(body: str, rest_joints: np.ndarray | None) -> Axes:
     """Axes of the body pose slots (joints after the root) and of both hands, idealised or aligned to
     ``rest_joints`` ((J, 3) in the tree's slots, METHOD.md section 1)."""
     tree = TREES[body]
-    body_slots = tree.pose_slots('body_pose')
+    body_slots = tree.pose_slots("body_pose")
     body_axes = SMPL_TABLE.axes[body_slots]
     left, right = HAND_TABLE.axes, HAND_TABLE.axes
     if rest_joints is None:
@@ -77,10 +79,11 @@ def axes_for(body: str, rest_joints: np.ndarray | None) -> Axes:
     rest = np.asarray(rest_joints, dtype=np.float64)
     need = tree.num_joints
     if rest.ndim != 2 or rest.shape[1] != 3 or len(rest) < need:
-        raise ValueError(f'rest_joints must be ({need}, 3) for {body}, got {rest.shape}')
-    body_axes = _aligned_axes(body_axes, _rest_bones(tree, rest, body_slots, body_axes[:, 2],
-                                                     SMPL_TABLE.mirror[body_slots]))
-    if tree.hands:   # each hand's pose slots, in the hand table's order
+        raise ValueError(f"rest_joints must be ({need}, 3) for {body}, got {rest.shape}")
+    body_axes = _aligned_axes(
+        body_axes, _rest_bones(tree, rest, body_slots, body_axes[:, 2], SMPL_TABLE.mirror[body_slots])
+    )
+    if tree.hands:  # each hand's pose slots, in the hand table's order
         (left_slots, right_slots), hand = tree.hand_pose_slots, len(HAND_TABLE)
         left = _aligned_axes(left, _rest_bones(tree, rest, left_slots, left[:, 2], np.zeros(hand, bool)))
         right = _aligned_axes(right, _rest_bones(tree, rest, right_slots, right[:, 2], np.ones(hand, bool)))

@@ -14,11 +14,12 @@ interpolating between keyposes never leaves them. Left-side joints are tabulated
 table and mirrors the resulting rotation vector through the sagittal plane, ``(x, y, z) -> (x, -y, -z)``.
 Limits and their sources: ``docs/synthetic_data.md``.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -38,11 +39,12 @@ class JointLimit:
     swing2: tuple[float, float, float]
     twist: tuple[float, float, float]
     names: tuple[str, str, str]
-    mirror: bool = False   # right-side joint: mirror the rotation vector of the left-side construction
+    mirror: bool = False  # right-side joint: mirror the rotation vector of the left-side construction
 
-    def mirrored(self, name: str) -> 'JointLimit':
-        return JointLimit(name, self.twist_axis, self.swing_axes, self.swing1, self.swing2, self.twist, self.names,
-                          mirror=True)
+    def mirrored(self, name: str) -> JointLimit:
+        return JointLimit(
+            name, self.twist_axis, self.swing_axes, self.swing1, self.swing2, self.twist, self.names, mirror=True
+        )
 
     def ranges(self) -> np.ndarray:
         """(3, 3): rows swing1, swing2, twist; columns low, neutral, high (degrees)."""
@@ -56,60 +58,139 @@ _ZERO = (0.0, 0.0, 0.0)
 
 def _spine(name: str, flex: float, ext: float, lateral: float, rotation: float, neutral_flex: float = 0.0):
     # trunk bone points up (+y); flexion (bending forward, +y towards +z) is about +x
-    return JointLimit(name, _Y, (_X, _Z), (-ext, neutral_flex, flex), (-lateral, 0.0, lateral),
-                      (-rotation, 0.0, rotation), ('flexion', 'lateral_bending', 'axial_rotation'))
+    return JointLimit(
+        name,
+        _Y,
+        (_X, _Z),
+        (-ext, neutral_flex, flex),
+        (-lateral, 0.0, lateral),
+        (-rotation, 0.0, rotation),
+        ("flexion", "lateral_bending", "axial_rotation"),
+    )
 
 
 def _leaf(name: str):
-    return JointLimit(name, _Y, (_X, _Z), _ZERO, _ZERO, _ZERO, ('none', 'none', 'none'))
+    return JointLimit(name, _Y, (_X, _Z), _ZERO, _ZERO, _ZERO, ("none", "none", "none"))
 
 
 # Left-side joints (SMPL indices). Sources and the reasoning for each row: docs/synthetic_data.md. Twist ranges
 # (format 2) follow real motion capture: forearm pronation / supination is the ELBOW's twist (SMPL's forearm mesh
 # follows the elbow joint), the wrist has no systematic twist; hip, knee and shoulder twists as measured on the
 # BANDAI training split (docs/motion_data.md).
-_L_HIP = JointLimit('left_hip', _NY, (_NX, _Z), (-20.0, 10.0, 120.0), (-25.0, 5.0, 45.0), (-30.0, -8.0, 20.0),
-                    ('flexion', 'abduction', 'internal_rotation'))
-_L_KNEE = JointLimit('left_knee', _NY, (_X, _Z), (0.0, 15.0, 135.0), (-3.0, 0.0, 3.0), (-10.0, 5.0, 20.0),
-                     ('flexion', 'varus_valgus', 'tibial_rotation'))
-_L_ANKLE = JointLimit('left_ankle', _Z, (_NX, _Y), (-50.0, 0.0, 20.0), (-10.0, 0.0, 10.0), (-15.0, 0.0, 35.0),
-                      ('dorsiflexion', 'abduction', 'inversion'))
-_L_FOOT = JointLimit('left_foot', _Z, (_NX, _Y), (-20.0, 0.0, 30.0), (-5.0, 0.0, 5.0), (-5.0, 0.0, 5.0),
-                     ('toe_extension', 'abduction', 'rotation'))
-_L_COLLAR = JointLimit('left_collar', _X, (_Z, _NY), (-10.0, 0.0, 30.0), (-15.0, 0.0, 15.0), (-10.0, 0.0, 10.0),
-                       ('elevation', 'protraction', 'rotation'))
-_L_SHOULDER = JointLimit('left_shoulder', _X, (_Z, _NY), (-85.0, -45.0, 90.0), (-45.0, 15.0, 130.0),
-                         (-60.0, 0.0, 50.0), ('elevation', 'horizontal_flexion', 'internal_rotation'))
-_L_ELBOW = JointLimit('left_elbow', _X, (_NY, _Z), (0.0, 20.0, 145.0), (-3.0, 0.0, 3.0), (-60.0, 10.0, 60.0),
-                      ('flexion', 'carrying_angle', 'pronation'))
-_L_WRIST = JointLimit('left_wrist', _X, (_NZ, _NY), (-70.0, 0.0, 80.0), (-30.0, 0.0, 20.0), (-15.0, 0.0, 15.0),
-                      ('flexion', 'radial_deviation', 'twist'))
-_L_HAND = JointLimit('left_hand', _X, (_NZ, _NY), (-10.0, 5.0, 30.0), (-5.0, 0.0, 5.0), (-5.0, 0.0, 5.0),
-                     ('finger_flexion', 'deviation', 'twist'))
+_L_HIP = JointLimit(
+    "left_hip",
+    _NY,
+    (_NX, _Z),
+    (-20.0, 10.0, 120.0),
+    (-25.0, 5.0, 45.0),
+    (-30.0, -8.0, 20.0),
+    ("flexion", "abduction", "internal_rotation"),
+)
+_L_KNEE = JointLimit(
+    "left_knee",
+    _NY,
+    (_X, _Z),
+    (0.0, 15.0, 135.0),
+    (-3.0, 0.0, 3.0),
+    (-10.0, 5.0, 20.0),
+    ("flexion", "varus_valgus", "tibial_rotation"),
+)
+_L_ANKLE = JointLimit(
+    "left_ankle",
+    _Z,
+    (_NX, _Y),
+    (-50.0, 0.0, 20.0),
+    (-10.0, 0.0, 10.0),
+    (-15.0, 0.0, 35.0),
+    ("dorsiflexion", "abduction", "inversion"),
+)
+_L_FOOT = JointLimit(
+    "left_foot",
+    _Z,
+    (_NX, _Y),
+    (-20.0, 0.0, 30.0),
+    (-5.0, 0.0, 5.0),
+    (-5.0, 0.0, 5.0),
+    ("toe_extension", "abduction", "rotation"),
+)
+_L_COLLAR = JointLimit(
+    "left_collar",
+    _X,
+    (_Z, _NY),
+    (-10.0, 0.0, 30.0),
+    (-15.0, 0.0, 15.0),
+    (-10.0, 0.0, 10.0),
+    ("elevation", "protraction", "rotation"),
+)
+_L_SHOULDER = JointLimit(
+    "left_shoulder",
+    _X,
+    (_Z, _NY),
+    (-85.0, -45.0, 90.0),
+    (-45.0, 15.0, 130.0),
+    (-60.0, 0.0, 50.0),
+    ("elevation", "horizontal_flexion", "internal_rotation"),
+)
+_L_ELBOW = JointLimit(
+    "left_elbow",
+    _X,
+    (_NY, _Z),
+    (0.0, 20.0, 145.0),
+    (-3.0, 0.0, 3.0),
+    (-60.0, 10.0, 60.0),
+    ("flexion", "carrying_angle", "pronation"),
+)
+_L_WRIST = JointLimit(
+    "left_wrist",
+    _X,
+    (_NZ, _NY),
+    (-70.0, 0.0, 80.0),
+    (-30.0, 0.0, 20.0),
+    (-15.0, 0.0, 15.0),
+    ("flexion", "radial_deviation", "twist"),
+)
+_L_HAND = JointLimit(
+    "left_hand",
+    _X,
+    (_NZ, _NY),
+    (-10.0, 5.0, 30.0),
+    (-5.0, 0.0, 5.0),
+    (-5.0, 0.0, 5.0),
+    ("finger_flexion", "deviation", "twist"),
+)
 
 SMPL_LIMITS: tuple[JointLimit, ...] = (
-    _leaf('pelvis'),                      # 0: the root is sampled separately (global orientation)
-    _L_HIP, _L_HIP.mirrored('right_hip'),                                                   # 1, 2
-    _spine('spine1', 27.0, 8.0, 12.0, 15.0, 3.0),                                          # 3
-    _L_KNEE, _L_KNEE.mirrored('right_knee'),                                                # 4, 5
-    _spine('spine2', 27.0, 8.0, 12.0, 15.0, 3.0),                                          # 6
-    _L_ANKLE, _L_ANKLE.mirrored('right_ankle'),                                             # 7, 8
-    _spine('spine3', 27.0, 8.0, 12.0, 15.0, 3.0),                                          # 9
-    _L_FOOT, _L_FOOT.mirrored('right_foot'),                                                # 10, 11
-    _spine('neck', 22.0, 22.0, 22.0, 30.0),                                                # 12
-    _L_COLLAR, _L_COLLAR.mirrored('right_collar'),                                          # 13, 14
-    _spine('head', 22.0, 22.0, 22.0, 30.0),                                                # 15
-    _L_SHOULDER, _L_SHOULDER.mirrored('right_shoulder'),                                    # 16, 17
-    _L_ELBOW, _L_ELBOW.mirrored('right_elbow'),                                             # 18, 19
-    _L_WRIST, _L_WRIST.mirrored('right_wrist'),                                             # 20, 21
-    _L_HAND, _L_HAND.mirrored('right_hand'),                                                # 22, 23
+    _leaf("pelvis"),  # 0: the root is sampled separately (global orientation)
+    _L_HIP,
+    _L_HIP.mirrored("right_hip"),  # 1, 2
+    _spine("spine1", 27.0, 8.0, 12.0, 15.0, 3.0),  # 3
+    _L_KNEE,
+    _L_KNEE.mirrored("right_knee"),  # 4, 5
+    _spine("spine2", 27.0, 8.0, 12.0, 15.0, 3.0),  # 6
+    _L_ANKLE,
+    _L_ANKLE.mirrored("right_ankle"),  # 7, 8
+    _spine("spine3", 27.0, 8.0, 12.0, 15.0, 3.0),  # 9
+    _L_FOOT,
+    _L_FOOT.mirrored("right_foot"),  # 10, 11
+    _spine("neck", 22.0, 22.0, 22.0, 30.0),  # 12
+    _L_COLLAR,
+    _L_COLLAR.mirrored("right_collar"),  # 13, 14
+    _spine("head", 22.0, 22.0, 22.0, 30.0),  # 15
+    _L_SHOULDER,
+    _L_SHOULDER.mirrored("right_shoulder"),  # 16, 17
+    _L_ELBOW,
+    _L_ELBOW.mirrored("right_elbow"),  # 18, 19
+    _L_WRIST,
+    _L_WRIST.mirrored("right_wrist"),  # 20, 21
+    _L_HAND,
+    _L_HAND.mirrored("right_hand"),  # 22, 23
 )
 
 # --- hands (SMPL-X): left hand, fingers along +x, palm facing -y, thumb side +z -------------------------------
 # Finger flexion (curl towards the palm, +x towards -y) is a rotation about -z; "radial" abduction (towards the
 # thumb, +x towards +z) is about -y. Order of a hand pose: index, middle, pinky, ring, thumb; 3 joints each.
-_THUMB_U = tuple((np.array([1.0, 0.0, 1.0]) / math.sqrt(2.0)).tolist())          # thumb bone, in the palm plane
-_THUMB_Q = tuple((np.array([1.0, 0.0, -1.0]) / math.sqrt(2.0)).tolist())         # in-plane, towards the fingers
+_THUMB_U = tuple((np.array([1.0, 0.0, 1.0]) / math.sqrt(2.0)).tolist())  # thumb bone, in the palm plane
+_THUMB_Q = tuple((np.array([1.0, 0.0, -1.0]) / math.sqrt(2.0)).tolist())  # in-plane, towards the fingers
 # Thumb MCP / IP flexion curls the thumb towards the palm and across it: the tip moves towards the palm normal (-y)
 # tilted 30 degrees towards the fingers.
 _THUMB_CURL = np.array([0.0, -math.cos(math.radians(30.0)), 0.0]) + math.sin(math.radians(30.0)) * np.array(_THUMB_Q)
@@ -118,28 +199,70 @@ _THUMB_SIDE = tuple(np.cross(_THUMB_FLEX, _THUMB_U).tolist())
 
 
 def _finger(name: str, mcp_abduction: tuple[float, float, float]):
-    mcp = JointLimit(f'{name}1', _X, (_NZ, _NY), (-20.0, 10.0, 90.0), mcp_abduction, (-5.0, 0.0, 5.0),
-                     ('flexion', 'radial_abduction', 'twist'))
-    pip = JointLimit(f'{name}2', _X, (_NZ, _NY), (0.0, 10.0, 100.0), (-3.0, 0.0, 3.0), (-3.0, 0.0, 3.0),
-                     ('flexion', 'deviation', 'twist'))
-    dip = JointLimit(f'{name}3', _X, (_NZ, _NY), (0.0, 5.0, 80.0), (-2.0, 0.0, 2.0), (-2.0, 0.0, 2.0),
-                     ('flexion', 'deviation', 'twist'))
+    mcp = JointLimit(
+        f"{name}1",
+        _X,
+        (_NZ, _NY),
+        (-20.0, 10.0, 90.0),
+        mcp_abduction,
+        (-5.0, 0.0, 5.0),
+        ("flexion", "radial_abduction", "twist"),
+    )
+    pip = JointLimit(
+        f"{name}2",
+        _X,
+        (_NZ, _NY),
+        (0.0, 10.0, 100.0),
+        (-3.0, 0.0, 3.0),
+        (-3.0, 0.0, 3.0),
+        ("flexion", "deviation", "twist"),
+    )
+    dip = JointLimit(
+        f"{name}3",
+        _X,
+        (_NZ, _NY),
+        (0.0, 5.0, 80.0),
+        (-2.0, 0.0, 2.0),
+        (-2.0, 0.0, 2.0),
+        ("flexion", "deviation", "twist"),
+    )
     return mcp, pip, dip
 
 
 HAND_LIMITS: tuple[JointLimit, ...] = (
-    *_finger('index', (-10.0, 0.0, 20.0)),
-    *_finger('middle', (-10.0, 0.0, 10.0)),
-    *_finger('pinky', (-20.0, 0.0, 10.0)),
-    *_finger('ring', (-15.0, 0.0, 10.0)),
+    *_finger("index", (-10.0, 0.0, 20.0)),
+    *_finger("middle", (-10.0, 0.0, 10.0)),
+    *_finger("pinky", (-20.0, 0.0, 10.0)),
+    *_finger("ring", (-15.0, 0.0, 10.0)),
     # thumb CMC: palmar abduction (thumb in front of the palm, about the in-plane axis q), flexion across the palm
     # (in the palm plane, towards the fingers: about +y), pronation of the metacarpal (about the thumb bone).
-    JointLimit('thumb1', _THUMB_U, (_THUMB_Q, _Y), (-10.0, 10.0, 60.0), (-20.0, 0.0, 25.0), (-10.0, 0.0, 45.0),
-               ('palmar_abduction', 'flexion', 'opposition_pronation')),
-    JointLimit('thumb2', _THUMB_U, (_THUMB_FLEX, _THUMB_SIDE), (-10.0, 10.0, 50.0), (-5.0, 0.0, 5.0),
-               (-5.0, 0.0, 5.0), ('flexion', 'deviation', 'twist')),
-    JointLimit('thumb3', _THUMB_U, (_THUMB_FLEX, _THUMB_SIDE), (-15.0, 5.0, 80.0), (-3.0, 0.0, 3.0),
-               (-3.0, 0.0, 3.0), ('flexion', 'deviation', 'twist')),
+    JointLimit(
+        "thumb1",
+        _THUMB_U,
+        (_THUMB_Q, _Y),
+        (-10.0, 10.0, 60.0),
+        (-20.0, 0.0, 25.0),
+        (-10.0, 0.0, 45.0),
+        ("palmar_abduction", "flexion", "opposition_pronation"),
+    ),
+    JointLimit(
+        "thumb2",
+        _THUMB_U,
+        (_THUMB_FLEX, _THUMB_SIDE),
+        (-10.0, 10.0, 50.0),
+        (-5.0, 0.0, 5.0),
+        (-5.0, 0.0, 5.0),
+        ("flexion", "deviation", "twist"),
+    ),
+    JointLimit(
+        "thumb3",
+        _THUMB_U,
+        (_THUMB_FLEX, _THUMB_SIDE),
+        (-15.0, 5.0, 80.0),
+        (-3.0, 0.0, 3.0),
+        (-3.0, 0.0, 3.0),
+        ("flexion", "deviation", "twist"),
+    ),
 )
 # Coupling of the distal joint to the middle one: DIP = r * PIP + e, r ~ U(0.55, 0.8), e ~ U(-5, 5) degrees,
 # clipped to the DIP range (the classic DIP ~ 2/3 PIP rule).
@@ -149,11 +272,11 @@ DIP_NOISE = 5.0
 # palmar abduction, flexion across the palm, pronation) with weight OPPOSITION_WEIGHT.
 OPPOSITION = (40.0, 15.0, 40.0)  # inside the CMC swing ellipse, so the pull keeps the angles within limits
 OPPOSITION_WEIGHT = 0.7
-FINGER_ROWS = {'index': 0, 'middle': 3, 'pinky': 6, 'ring': 9, 'thumb': 12}
+FINGER_ROWS = {"index": 0, "middle": 3, "pinky": 6, "ring": 9, "thumb": 12}
 
 # Root: global orientation = base @ yaw(about +y) @ tilt(pitch about +x, roll about +z).
-ROOT_TILT = 15.0          # degrees, pitch and roll limit of an upright body
-ROOT_YAW_STEP = 60.0      # degrees, largest yaw change between keyposes
+ROOT_TILT = 15.0  # degrees, pitch and roll limit of an upright body
+ROOT_YAW_STEP = 60.0  # degrees, largest yaw change between keyposes
 ROOT_FREE_FRACTION = 0.2  # sequences whose base orientation is uniformly random (lying, upside down, ...)
 
 
@@ -162,12 +285,12 @@ def _check_table(table: Sequence[JointLimit]) -> None:
         u = np.asarray(lim.twist_axis)
         e1, e2 = (np.asarray(e) for e in lim.swing_axes)
         if not np.isclose(np.linalg.norm(u), 1.0):
-            raise ValueError(f'{lim.name}: twist axis must be a unit vector')
+            raise ValueError(f"{lim.name}: twist axis must be a unit vector")
         if abs(u @ e1) > 1e-9 or abs(u @ e2) > 1e-9 or abs(e1 @ e2) > 1e-9:
-            raise ValueError(f'{lim.name}: swing axes must be perpendicular to the twist axis and to each other')
+            raise ValueError(f"{lim.name}: swing axes must be perpendicular to the twist axis and to each other")
         for lo, neutral, hi in lim.ranges():
             if not lo <= 0.0 <= hi or not lo <= neutral <= hi:
-                raise ValueError(f'{lim.name}: each range needs low <= neutral <= high and must contain 0')
+                raise ValueError(f"{lim.name}: each range needs low <= neutral <= high and must contain 0")
 
 
 _check_table(SMPL_LIMITS)
@@ -187,5 +310,5 @@ class LimitTable:
         return len(self.names)
 
 
-SMPL_TABLE = LimitTable(SMPL_LIMITS)   # rows are SMPL pose slots; SMPL-X body slots are the same joints
-HAND_TABLE = LimitTable(HAND_LIMITS)   # rows are one hand's pose slots, in smplx's finger order
+SMPL_TABLE = LimitTable(SMPL_LIMITS)  # rows are SMPL pose slots; SMPL-X body slots are the same joints
+HAND_TABLE = LimitTable(HAND_LIMITS)  # rows are one hand's pose slots, in smplx's finger order
