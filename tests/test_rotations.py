@@ -128,3 +128,13 @@ def test_rotmat_to_axis_angle_near_pi():
         back = rotmat_to_axis_angle(roma.rotvec_to_rotmat(rotvec))
         again = roma.rotvec_to_rotmat(back)
         assert torch.allclose(again, roma.rotvec_to_rotmat(rotvec), atol=1e-9)
+
+
+def test_quaternion_table_is_the_rotation_matrix_of_the_quaternion():
+    """The (16, 9) table built at import maps q q^T to R(q) (roma's xyzw convention), for any unit quaternion."""
+    from lib.kinematics.rotations import _quat_outer_to_rotmat
+
+    table = _quat_outer_to_rotmat()
+    quat = roma.random_unitquat(64, dtype=torch.float64)
+    outer = (quat[:, :, None] * quat[:, None, :]).flatten(-2)
+    torch.testing.assert_close((outer @ table).unflatten(-1, (3, 3)), roma.unitquat_to_rotmat(quat), rtol=0, atol=1e-12)

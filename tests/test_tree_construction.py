@@ -94,3 +94,12 @@ def test_a_part_may_only_twist_joints_with_one_child(joint):
     wrong = Part(leg.name, leg.joints, leg.twist_joints + (joint,))
     message = _broken(SMPL_TREE, parts=(wrong,) + SMPL_TREE.parts[1:])
     assert f"part leg twists joint {joint}, which has no single child" in message
+
+
+def test_pose_groups_are_laid_out_consecutively():
+    groups = tree_module._consecutive_groups(("global_orient", 1), ("body_pose", 3), ("jaw_pose", 2))
+    assert [(g.name, g.start, g.stop) for g in groups] == [
+        ("global_orient", 0, 1),
+        ("body_pose", 1, 4),
+        ("jaw_pose", 4, 6),
+    ]
