@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lib.io.safe_io import (
+    BUILTIN_DATA_TYPES,
     JOBLIB_DATABASE,
     AllowListUnpickling,
     UnsafeFileError,
@@ -157,20 +158,6 @@ def _stand_ins() -> dict[tuple[str, str], Any]:
     string and object arrays), joblib's array wrapper (checked before use), builtin containers."""
     from joblib.numpy_pickle import NumpyArrayWrapper
 
-    builtin_types = (
-        "dict",
-        "list",
-        "tuple",
-        "set",
-        "frozenset",
-        "str",
-        "bytes",
-        "bytearray",
-        "int",
-        "float",
-        "complex",
-        "bool",
-    )
     return spelled(
         {
             **numpy_stand_ins(kinds="biufcSU", object_arrays=True),
@@ -179,7 +166,7 @@ def _stand_ins() -> dict[tuple[str, str], Any]:
             "numpy.matrix": NDARRAY,
             "collections.OrderedDict": collections.OrderedDict,
             "_codecs.encode": Guarded(encode_latin1),
-            **{f"builtins.{name}": getattr(builtins, name) for name in builtin_types},
+            **{f"builtins.{name}": getattr(builtins, name) for name in BUILTIN_DATA_TYPES},
         }
     )
 

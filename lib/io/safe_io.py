@@ -124,6 +124,10 @@ BODY_MODEL_PICKLE = allow_list(
     "scipy.sparse.csr.csr_matrix",
 )  # scipy < 1.8 module paths
 
+# Builtin types a database may hold (its containers and scalars); nothing callable beyond their constructors.
+BUILTIN_DATA_TYPES = ("dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float",
+                      "complex", "bool")  # fmt: skip
+
 JOBLIB_DATABASE = allow_list(
     "a database (numpy arrays, dtypes and scalars, builtin containers)",
     "joblib.numpy_pickle.NumpyArrayWrapper",
@@ -136,23 +140,7 @@ JOBLIB_DATABASE = allow_list(
     "numpy._core.multiarray._reconstruct",
     "numpy._core.multiarray.scalar",
     "numpy._core.numeric._frombuffer",
-    *(
-        f"builtins.{name}"
-        for name in (
-            "dict",
-            "list",
-            "tuple",
-            "set",
-            "frozenset",
-            "str",
-            "bytes",
-            "bytearray",
-            "int",
-            "float",
-            "complex",
-            "bool",
-        )
-    ),
+    *(f"builtins.{name}" for name in BUILTIN_DATA_TYPES),
 )
 
 SKELETON_2_BETA = allow_list(

@@ -20,8 +20,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 
 @dataclass(frozen=True)
@@ -73,118 +75,47 @@ def _leaf(name: str):
     return JointLimit(name, _Y, (_X, _Z), _ZERO, _ZERO, _ZERO, ("none", "none", "none"))
 
 
-# Left-side joints (SMPL indices). Sources and the reasoning for each row: docs/synthetic_data.md. Twist ranges
-# (format 2) follow real motion capture: forearm pronation / supination is the ELBOW's twist (SMPL's forearm mesh
-# follows the elbow joint), the wrist has no systematic twist; hip, knee and shoulder twists as measured on the
-# BANDAI training split (docs/motion_data.md).
-_L_HIP = JointLimit(
-    "left_hip",
-    _NY,
-    (_NX, _Z),
-    (-20.0, 10.0, 120.0),
-    (-25.0, 5.0, 45.0),
-    (-30.0, -8.0, 20.0),
-    ("flexion", "abduction", "internal_rotation"),
-)
-_L_KNEE = JointLimit(
-    "left_knee",
-    _NY,
-    (_X, _Z),
-    (0.0, 15.0, 135.0),
-    (-3.0, 0.0, 3.0),
-    (-10.0, 5.0, 20.0),
-    ("flexion", "varus_valgus", "tibial_rotation"),
-)
-_L_ANKLE = JointLimit(
-    "left_ankle",
-    _Z,
-    (_NX, _Y),
-    (-50.0, 0.0, 20.0),
-    (-10.0, 0.0, 10.0),
-    (-15.0, 0.0, 35.0),
-    ("dorsiflexion", "abduction", "inversion"),
-)
-_L_FOOT = JointLimit(
-    "left_foot",
-    _Z,
-    (_NX, _Y),
-    (-20.0, 0.0, 30.0),
-    (-5.0, 0.0, 5.0),
-    (-5.0, 0.0, 5.0),
-    ("toe_extension", "abduction", "rotation"),
-)
-_L_COLLAR = JointLimit(
-    "left_collar",
-    _X,
-    (_Z, _NY),
-    (-10.0, 0.0, 30.0),
-    (-15.0, 0.0, 15.0),
-    (-10.0, 0.0, 10.0),
-    ("elevation", "protraction", "rotation"),
-)
-_L_SHOULDER = JointLimit(
-    "left_shoulder",
-    _X,
-    (_Z, _NY),
-    (-85.0, -45.0, 90.0),
-    (-45.0, 15.0, 130.0),
-    (-60.0, 0.0, 50.0),
-    ("elevation", "horizontal_flexion", "internal_rotation"),
-)
-_L_ELBOW = JointLimit(
-    "left_elbow",
-    _X,
-    (_NY, _Z),
-    (0.0, 20.0, 145.0),
-    (-3.0, 0.0, 3.0),
-    (-60.0, 10.0, 60.0),
-    ("flexion", "carrying_angle", "pronation"),
-)
-_L_WRIST = JointLimit(
-    "left_wrist",
-    _X,
-    (_NZ, _NY),
-    (-70.0, 0.0, 80.0),
-    (-30.0, 0.0, 20.0),
-    (-15.0, 0.0, 15.0),
-    ("flexion", "radial_deviation", "twist"),
-)
-_L_HAND = JointLimit(
-    "left_hand",
-    _X,
-    (_NZ, _NY),
-    (-10.0, 5.0, 30.0),
-    (-5.0, 0.0, 5.0),
-    (-5.0, 0.0, 5.0),
-    ("finger_flexion", "deviation", "twist"),
-)
+_AXES = {"x": _X, "y": _Y, "z": _Z, "-x": _NX, "-y": _NY, "-z": _NZ}
 
+
+def _load_body_limits(path: Path) -> dict[str, JointLimit]:
+    """The left-side body joints' limits from the YAML table beside this module (its header says the format)."""
+    table = yaml.safe_load(path.read_text())
+
+    def degrees(row):
+        return tuple(float(v) for v in row)
+
+    return {
+        name: JointLimit(name, _AXES[row["twist_axis"]], tuple(_AXES[a] for a in row["swing_axes"]),
+                         degrees(row["swing1"]), degrees(row["swing2"]), degrees(row["twist"]), tuple(row["names"]))
+        for name, row in table.items()
+    }  # fmt: skip
+
+
+_BODY = _load_body_limits(Path(__file__).with_name("body_limits.yaml"))
+_L_HIP, _L_KNEE, _L_ANKLE, _L_FOOT = (_BODY[f"left_{j}"] for j in ("hip", "knee", "ankle", "foot"))
+_L_COLLAR, _L_SHOULDER, _L_ELBOW = (_BODY[f"left_{j}"] for j in ("collar", "shoulder", "elbow"))
+_L_WRIST, _L_HAND = _BODY["left_wrist"], _BODY["left_hand"]
+
+# fmt: off
 SMPL_LIMITS: tuple[JointLimit, ...] = (
-    _leaf("pelvis"),  # 0: the root is sampled separately (global orientation)
-    _L_HIP,
-    _L_HIP.mirrored("right_hip"),  # 1, 2
-    _spine("spine1", 27.0, 8.0, 12.0, 15.0, 3.0),  # 3
-    _L_KNEE,
-    _L_KNEE.mirrored("right_knee"),  # 4, 5
-    _spine("spine2", 27.0, 8.0, 12.0, 15.0, 3.0),  # 6
-    _L_ANKLE,
-    _L_ANKLE.mirrored("right_ankle"),  # 7, 8
-    _spine("spine3", 27.0, 8.0, 12.0, 15.0, 3.0),  # 9
-    _L_FOOT,
-    _L_FOOT.mirrored("right_foot"),  # 10, 11
-    _spine("neck", 22.0, 22.0, 22.0, 30.0),  # 12
-    _L_COLLAR,
-    _L_COLLAR.mirrored("right_collar"),  # 13, 14
-    _spine("head", 22.0, 22.0, 22.0, 30.0),  # 15
-    _L_SHOULDER,
-    _L_SHOULDER.mirrored("right_shoulder"),  # 16, 17
-    _L_ELBOW,
-    _L_ELBOW.mirrored("right_elbow"),  # 18, 19
-    _L_WRIST,
-    _L_WRIST.mirrored("right_wrist"),  # 20, 21
-    _L_HAND,
-    _L_HAND.mirrored("right_hand"),  # 22, 23
+    _leaf("pelvis"),                      # 0: the root is sampled separately (global orientation)
+    _L_HIP, _L_HIP.mirrored("right_hip"),                                                   # 1, 2
+    _spine("spine1", 27.0, 8.0, 12.0, 15.0, 3.0),                                          # 3
+    _L_KNEE, _L_KNEE.mirrored("right_knee"),                                                # 4, 5
+    _spine("spine2", 27.0, 8.0, 12.0, 15.0, 3.0),                                          # 6
+    _L_ANKLE, _L_ANKLE.mirrored("right_ankle"),                                             # 7, 8
+    _spine("spine3", 27.0, 8.0, 12.0, 15.0, 3.0),                                          # 9
+    _L_FOOT, _L_FOOT.mirrored("right_foot"),                                                # 10, 11
+    _spine("neck", 22.0, 22.0, 22.0, 30.0),                                                # 12
+    _L_COLLAR, _L_COLLAR.mirrored("right_collar"),                                          # 13, 14
+    _spine("head", 22.0, 22.0, 22.0, 30.0),                                                # 15
+    _L_SHOULDER, _L_SHOULDER.mirrored("right_shoulder"),                                    # 16, 17
+    _L_ELBOW, _L_ELBOW.mirrored("right_elbow"),                                             # 18, 19
+    _L_WRIST, _L_WRIST.mirrored("right_wrist"),                                             # 20, 21
+    _L_HAND, _L_HAND.mirrored("right_hand"),                                                # 22, 23
 )
+# fmt: on
 
 # --- hands (SMPL-X): left hand, fingers along +x, palm facing -y, thumb side +z -------------------------------
 # Finger flexion (curl towards the palm, +x towards -y) is a rotation about -z; "radial" abduction (towards the
@@ -198,34 +129,14 @@ _THUMB_FLEX = tuple((np.cross(_THUMB_U, _THUMB_CURL) / np.linalg.norm(np.cross(_
 _THUMB_SIDE = tuple(np.cross(_THUMB_FLEX, _THUMB_U).tolist())
 
 
+# fmt: off
 def _finger(name: str, mcp_abduction: tuple[float, float, float]):
-    mcp = JointLimit(
-        f"{name}1",
-        _X,
-        (_NZ, _NY),
-        (-20.0, 10.0, 90.0),
-        mcp_abduction,
-        (-5.0, 0.0, 5.0),
-        ("flexion", "radial_abduction", "twist"),
-    )
-    pip = JointLimit(
-        f"{name}2",
-        _X,
-        (_NZ, _NY),
-        (0.0, 10.0, 100.0),
-        (-3.0, 0.0, 3.0),
-        (-3.0, 0.0, 3.0),
-        ("flexion", "deviation", "twist"),
-    )
-    dip = JointLimit(
-        f"{name}3",
-        _X,
-        (_NZ, _NY),
-        (0.0, 5.0, 80.0),
-        (-2.0, 0.0, 2.0),
-        (-2.0, 0.0, 2.0),
-        ("flexion", "deviation", "twist"),
-    )
+    mcp = JointLimit(f"{name}1", _X, (_NZ, _NY), (-20.0, 10.0, 90.0), mcp_abduction, (-5.0, 0.0, 5.0),
+                     ("flexion", "radial_abduction", "twist"))
+    pip = JointLimit(f"{name}2", _X, (_NZ, _NY), (0.0, 10.0, 100.0), (-3.0, 0.0, 3.0), (-3.0, 0.0, 3.0),
+                     ("flexion", "deviation", "twist"))
+    dip = JointLimit(f"{name}3", _X, (_NZ, _NY), (0.0, 5.0, 80.0), (-2.0, 0.0, 2.0), (-2.0, 0.0, 2.0),
+                     ("flexion", "deviation", "twist"))
     return mcp, pip, dip
 
 
@@ -236,34 +147,14 @@ HAND_LIMITS: tuple[JointLimit, ...] = (
     *_finger("ring", (-15.0, 0.0, 10.0)),
     # thumb CMC: palmar abduction (thumb in front of the palm, about the in-plane axis q), flexion across the palm
     # (in the palm plane, towards the fingers: about +y), pronation of the metacarpal (about the thumb bone).
-    JointLimit(
-        "thumb1",
-        _THUMB_U,
-        (_THUMB_Q, _Y),
-        (-10.0, 10.0, 60.0),
-        (-20.0, 0.0, 25.0),
-        (-10.0, 0.0, 45.0),
-        ("palmar_abduction", "flexion", "opposition_pronation"),
-    ),
-    JointLimit(
-        "thumb2",
-        _THUMB_U,
-        (_THUMB_FLEX, _THUMB_SIDE),
-        (-10.0, 10.0, 50.0),
-        (-5.0, 0.0, 5.0),
-        (-5.0, 0.0, 5.0),
-        ("flexion", "deviation", "twist"),
-    ),
-    JointLimit(
-        "thumb3",
-        _THUMB_U,
-        (_THUMB_FLEX, _THUMB_SIDE),
-        (-15.0, 5.0, 80.0),
-        (-3.0, 0.0, 3.0),
-        (-3.0, 0.0, 3.0),
-        ("flexion", "deviation", "twist"),
-    ),
+    JointLimit("thumb1", _THUMB_U, (_THUMB_Q, _Y), (-10.0, 10.0, 60.0), (-20.0, 0.0, 25.0), (-10.0, 0.0, 45.0),
+               ("palmar_abduction", "flexion", "opposition_pronation")),
+    JointLimit("thumb2", _THUMB_U, (_THUMB_FLEX, _THUMB_SIDE), (-10.0, 10.0, 50.0), (-5.0, 0.0, 5.0),
+               (-5.0, 0.0, 5.0), ("flexion", "deviation", "twist")),
+    JointLimit("thumb3", _THUMB_U, (_THUMB_FLEX, _THUMB_SIDE), (-15.0, 5.0, 80.0), (-3.0, 0.0, 3.0),
+               (-3.0, 0.0, 3.0), ("flexion", "deviation", "twist")),
 )
+# fmt: on
 # Coupling of the distal joint to the middle one: DIP = r * PIP + e, r ~ U(0.55, 0.8), e ~ U(-5, 5) degrees,
 # clipped to the DIP range (the classic DIP ~ 2/3 PIP rule).
 DIP_RATIO = (0.55, 0.8)

@@ -243,7 +243,8 @@ _REST_DOC = """``rest_joints`` (optional, (24, 3) SMPL / (76, 3) SMPL-X slots): 
     up to shape variation. Without it the idealised axes are used."""
 
 
-def sample_smpl_poses(
+def sample_poses(
+    body: str,
     n: int,
     seed: int,
     *,
@@ -253,30 +254,26 @@ def sample_smpl_poses(
     salt: Sequence[int] = (),
     rest_joints: np.ndarray | None = None,
 ) -> SyntheticPoses:
-    """``n`` SMPL frames (pose (n, 24, 3)) in sequences; deterministic given the arguments.
+    """``n`` frames of ``body`` ('smpl' or 'smplx') in sequences; deterministic given the arguments.
 
     ``kids`` is the fraction of sequences that are children (11th beta ~ U(0, 1); betas get 11 columns whenever
     kids > 0). ``salt``: extra integers mixed into the seed (the split). ``vid_prefix``: vid_name prefix.
     """
-    return _sample("smpl", n, seed, kids, sequence, vid_prefix, salt, rest_joints)
+    return _sample(body, n, seed, kids, sequence, vid_prefix, salt, rest_joints)
 
 
-def sample_smplx_poses(
-    n: int,
-    seed: int,
-    *,
-    kids: float = 0.0,
-    sequence: SequenceConfig = SequenceConfig(),
-    vid_prefix: str | None = None,
-    salt: Sequence[int] = (),
-    rest_joints: np.ndarray | None = None,
-) -> SyntheticPoses:
-    """``n`` SMPL-X frames (pose (n, 55, 3): root, body 1-21 as SMPL, jaw and eyes zero, left hand, right hand)."""
-    return _sample("smplx", n, seed, kids, sequence, vid_prefix, salt, rest_joints)
+def sample_smpl_poses(n: int, seed: int, **options) -> SyntheticPoses:
+    """``n`` SMPL frames (pose (n, 24, 3)); ``options`` as :func:`sample_poses`."""
+    return sample_poses("smpl", n, seed, **options)
 
 
-sample_smpl_poses.__doc__ += "\n    " + _REST_DOC
-sample_smplx_poses.__doc__ += "\n    " + _REST_DOC
+def sample_smplx_poses(n: int, seed: int, **options) -> SyntheticPoses:
+    """``n`` SMPL-X frames (pose (n, 55, 3): root, body 1-21 as SMPL, jaw and eyes zero, left hand, right hand);
+    ``options`` as :func:`sample_poses`."""
+    return sample_poses("smplx", n, seed, **options)
+
+
+sample_poses.__doc__ += "\n    " + _REST_DOC
 
 
 def sample_hand_poses(
