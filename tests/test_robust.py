@@ -14,6 +14,7 @@ from lib.engine.build import build_body_model, build_network, build_solver
 from lib.engine.metrics import mpve
 from lib.kinematics.skeleton import rigid_group_rotation, root_relative, two_direction_rotation
 from lib.kinematics.tree import SMPL_TREE, SMPLX_TREE
+from lib.solver.shape_inverse import ShapePrior
 from tests.conftest import t_pose_skeleton
 
 
@@ -159,3 +160,36 @@ def test_api_fit_is_robust_by_default_and_shares_one_shape(smpl):
     noisy = joints.float() + 0.01 * torch.randn(joints.shape, generator=torch.Generator().manual_seed(5))
     fit = solver.fit(noisy.numpy(), same_person=True)
     assert np.allclose(fit.betas, fit.betas[:1])
+
+
+def test_regularised_shape_is_bounded_and_follows_the_given_noise_level(smpl):
+    body, paper, robust, _ = smpl
+    betas, joints, _ = _skeletons(body, 6, seed=21)
+    inverse = robust.shape_inverse
+    # grossly wrong proportions: betas stop at the bound, on both sides
+    for scale in (1.8, 0.5):
+        out = inverse.regularised(joints * scale, ShapePrior(noise_mm=1.0))
+        assert out.abs().max().item() == pytest.approx(ShapePrior().max_abs_beta)
+    # noise-free input, a small given noise: close to the truth; a large given noise: the prior pulls toward 0
+    exact = inverse.regularised(joints, ShapePrior(noise_mm=0.5))
+    assert (exact - betas).abs().mean() < 0.1
+    vague = inverse.regularised(joints, ShapePrior(noise_mm=60.0))
+    assert vague.norm(dim=1).mean() < 0.7 * exact.norm(dim=1).mean()
+
+
+def test_twist_solve_keeps_the_solution_and_uses_the_solvers_orientation_fit(smpl):
+    _, paper, robust, _ = smpl
+    body = smpl[0]
+    _, joints, _ = _skeletons(body, 4, seed=22)
+    noisy = joints + 0.01 * torch.randn(joints.shape, generator=torch.Generator().manual_seed(1), dtype=joints.dtype)
+    for solver in (paper, robust):
+        base = solver.solve(noisy)
+        identity = [
+            torch.tensor([1.0, 0.0], dtype=joints.dtype).expand(4, len(p.twist_joints), 2) for p in SMPL_TREE.parts
+        ]
+        mixed = solver.twist_solve(base, base.refined, identity)
+        assert mixed.method == "mixik" and mixed.phis is identity
+        for field in ("betas", "rest", "refined", "translation", "analytic_rotmats"):
+            assert getattr(mixed, field) is getattr(base, field)
+        # zero twists on the refined joints reproduce the solver's own AnalyIK (same two-direction rule)
+        torch.testing.assert_close(mixed.rotmats, base.rotmats, rtol=0, atol=1e-9)

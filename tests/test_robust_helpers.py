@@ -7,7 +7,7 @@ from conftest import posed_skeleton, random_pose
 
 from lib.kinematics.skeleton import root_relative
 from lib.kinematics.tree import SMPL_TREE
-from lib.solver.pipeline import SUSPICIOUS_LONG, SUSPICIOUS_SHORT, fill_missing, suspicious_message
+from lib.solver.pipeline import SUSPICIOUS_LONG, SUSPICIOUS_SHORT, fill_missing, implausible_bones, suspicious_message
 from lib.solver.shape_inverse import sequence_mean
 
 
@@ -68,3 +68,24 @@ def test_suspicious_report_names_frames_joints_and_the_remedy():
     filled = suspicious_message(SMPL_TREE, mask[:2], at_origin[:2], filled=True)
     assert "treated as missing: filled from the rest skeleton" in filled and "more frames" not in filled
     assert "in 1 frame(s)" in filled
+
+
+def _line_skeleton(lengths):
+    """A straight SMPL-slot skeleton (B=1) whose bones ending at each joint have the given lengths (metres)."""
+    joints = torch.zeros(1, SMPL_TREE.num_joints, 3, dtype=torch.float64)
+    for j in range(1, SMPL_TREE.num_joints):
+        joints[0, j] = joints[0, SMPL_TREE.parents[j]] + torch.tensor([0.0, lengths[j], 0.0], dtype=torch.float64)
+    return joints
+
+
+def test_implausible_bones_are_the_ones_outside_half_to_twice_their_rest_length():
+    rest = _line_skeleton([0.1] * SMPL_TREE.num_joints)
+    lengths = [0.1] * SMPL_TREE.num_joints
+    lengths[4], lengths[18], lengths[7], lengths[20] = 0.049, 0.201, 0.051, 0.199  # just outside / inside
+    mask = implausible_bones(SMPL_TREE, rest, _line_skeleton(lengths))
+    assert mask[0].nonzero().flatten().tolist() == [4, 18]
+    # with a joint noise given, a bone is reported only when it is also off by more than 5 sigma of a bone length
+    noisy = implausible_bones(SMPL_TREE, rest, _line_skeleton(lengths), torch.tensor([7.0], dtype=torch.float64))
+    assert noisy[0].nonzero().flatten().tolist() == [4, 18]  # 51 / 101 mm off, 5 sigma = 49.5 mm
+    quiet = implausible_bones(SMPL_TREE, rest, _line_skeleton(lengths), torch.tensor([7.5], dtype=torch.float64))
+    assert quiet[0].nonzero().flatten().tolist() == [18]  # 5 sigma = 53.0 mm: the short bone is within the noise
