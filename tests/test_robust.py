@@ -193,3 +193,36 @@ def test_twist_solve_keeps_the_solution_and_uses_the_solvers_orientation_fit(smp
             assert getattr(mixed, field) is getattr(base, field)
         # zero twists on the refined joints reproduce the solver's own AnalyIK (same two-direction rule)
         torch.testing.assert_close(mixed.rotmats, base.rotmats, rtol=0, atol=1e-9)
+
+
+def _map_betas(matrix, bone_lengths_mm, zero_lengths_mm, sigma_mm, floor_mm):
+    """The documented robust Shape Inverse without Huber reweighting, in numpy: the MAP betas of one shape for all
+    given frames, betas ~ N(0, I), bone-length noise variance 2 sigma^2 + floor^2, lengths debiased for noise."""
+    debiased = np.sqrt(np.maximum(bone_lengths_mm**2 - 4 * sigma_mm**2, (0.5 * bone_lengths_mm) ** 2))
+    delta = debiased - zero_lengths_mm  # (F, n)
+    weight = 1.0 / (2 * sigma_mm**2 + floor_mm**2)
+    normal = len(delta) * weight * matrix.T @ matrix + np.eye(matrix.shape[1])
+    return np.linalg.solve(normal, weight * matrix.T @ delta.sum(axis=0))
+
+
+def test_regularised_shape_is_the_map_estimate_of_the_documented_model(smpl):
+    body, _, robust, _ = smpl
+    inverse = robust.shape_inverse
+    _, joints, _ = _skeletons(body, 5, seed=23, same_person=True)
+    noisy = joints + 0.004 * torch.randn(joints.shape, generator=torch.Generator().manual_seed(2), dtype=joints.dtype)
+    tree = SMPL_TREE
+    ends = [j for group in tree.bone_groups for j in group]
+    rows = [g for g, group in enumerate(tree.bone_groups) for _ in group]
+    starts = [tree.parents[j] for j in ends]
+    zero = body.rest_joints(torch.zeros(1, 10, dtype=torch.float64))[0].numpy()
+    zero_mm = np.linalg.norm(zero[ends] - zero[starts], axis=-1) * 1000
+    lengths_mm = np.linalg.norm(noisy.numpy()[:, ends] - noisy.numpy()[:, starts], axis=-1) * 1000
+    matrix = inverse.matrix.numpy()[rows]  # (bones, K): each bone follows its group's row of A
+    prior = ShapePrior(noise_mm=4.0, floor_mm=1.5, huber_k=1e9, max_abs_beta=1e9)
+    one_person = torch.zeros(5, dtype=torch.long)
+    got = inverse.regularised(noisy, prior, groups=one_person).numpy()
+    expected = _map_betas(matrix, lengths_mm, zero_mm, 4.0, 1.5)
+    np.testing.assert_allclose(got, np.broadcast_to(expected, got.shape), rtol=0, atol=1e-8)
+    # per frame (no groups) each frame is its own MAP estimate
+    single = inverse.regularised(noisy[:1], prior).numpy()[0]
+    np.testing.assert_allclose(single, _map_betas(matrix, lengths_mm[:1], zero_mm, 4.0, 1.5), rtol=0, atol=1e-8)
