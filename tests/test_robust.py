@@ -14,6 +14,8 @@ from lib.engine.build import build_body_model, build_network, build_solver
 from lib.engine.metrics import mpve
 from lib.kinematics.skeleton import rigid_group_rotation, root_relative, two_direction_rotation
 from lib.kinematics.tree import SMPL_TREE, SMPLX_TREE
+from lib.solver.analytic_ik import solve_rotations
+from lib.solver.refine import refine_bone_lengths
 from lib.solver.shape_inverse import ShapePrior
 from tests.conftest import t_pose_skeleton
 
@@ -226,3 +228,21 @@ def test_regularised_shape_is_the_map_estimate_of_the_documented_model(smpl):
     # per frame (no groups) each frame is its own MAP estimate
     single = inverse.regularised(noisy[:1], prior).numpy()[0]
     np.testing.assert_allclose(single, _map_betas(matrix, lengths_mm[:1], zero_mm, 4.0, 1.5), rtol=0, atol=1e-8)
+
+
+def test_rigid_orientation_fit_reaches_the_root_in_ik_and_pr_c(smpl):
+    """orientation_fit='rigid' orients the root by its rigid group in AnalyIK and places the pelvis children by it in
+    PR-C; the paper's rule ('directions') gives a different root on noisy joints."""
+    body = smpl[0]
+    _, joints, _ = _skeletons(body, 4, seed=24)
+    rest = root_relative(SMPL_TREE, body.rest_joints(torch.zeros(4, 10, dtype=torch.float64)))
+    noisy = joints + 0.01 * torch.randn(joints.shape, generator=torch.Generator().manual_seed(3), dtype=joints.dtype)
+    rigid = rigid_group_rotation(SMPL_TREE, 0, rest, noisy)
+    rotations = solve_rotations(SMPL_TREE, rest, noisy, orientation_fit="rigid")
+    torch.testing.assert_close(rotations[:, 0], rigid, rtol=0, atol=1e-12)
+    paper = solve_rotations(SMPL_TREE, rest, noisy)
+    assert (paper[:, 0] - rigid).abs().amax() > 1e-3
+    refined = refine_bone_lengths(SMPL_TREE, rest, noisy, "v1", orientation_fit="rigid")
+    # the pelvis children at their rest offsets, turned by the fit
+    placed = (rigid[:, None] @ rest[:, [1, 2, 3], :, None])[..., 0]
+    torch.testing.assert_close(refined[:, [1, 2, 3]], placed, rtol=0, atol=1e-12)
