@@ -46,7 +46,8 @@ format: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/bench_solver.py
 
-# Mutation testing of lib/kinematics, lib/solver and lib/io (about 15 minutes on 2 cores; not in CI).
+# Mutation testing of lib/kinematics, lib/solver, lib/io and the body-model unpickler (an hour or more on 2 cores;
+# not in CI).
 # Results: `$(VENV)/bin/mutmut results`; survivors are explained in docs/testing.md.
 mutate: $(VENV)/.dev-installed
 	rm -rf mutants
