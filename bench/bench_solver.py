@@ -41,7 +41,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import published_baseline as published  # noqa: E402
-from smplx.lbs import lbs  # noqa: E402
 
 from lib.core.smpl.config import get_cfg  # noqa: E402
 from lib.engine.build import build_body_model, build_network, build_solver, select_device  # noqa: E402
@@ -203,17 +202,7 @@ def main() -> None:
 
     def mesh_fns() -> dict:
         return {
-            "mesh smplx.lbs": lambda: lbs(
-                betas_m,
-                flat_pose,
-                body.v_template,
-                body.shapedirs,
-                body.posedirs,
-                body.J_regressor,
-                body.parents,
-                body.lbs_weights,
-                pose2rot=True,
-            ),
+            "mesh smplx.lbs": lambda: published.smplx_lbs(body, betas_m, flat_pose),
             "mesh ours": lambda: body(pose_m, betas_m),
         }
 

@@ -18,23 +18,28 @@ from lib.kinematics.skeleton import bone_lengths, two_direction_rotation
 from lib.kinematics.tree import KinematicTree
 
 
+def smplx_lbs(body, betas: Tensor, pose: Tensor) -> tuple[Tensor, Tensor]:
+    """smplx's own ``lbs`` on the project body model's buffers: (vertices, joints) for betas (B, K), flat axis-angle
+    pose (B, P * 3)."""
+    return lbs(
+        betas,
+        pose,
+        body.v_template,
+        body.shapedirs,
+        body.posedirs,
+        body.J_regressor,
+        body.parents,
+        body.lbs_weights,
+        pose2rot=True,
+    )
+
+
 def mesh_rest_joints(body, betas: Tensor, chunk: int = 1024) -> Tensor:
     """Rest joints (B, J, 3), root-relative, from zero-pose mesh forwards with smplx's ``lbs``, ``chunk`` bodies at a
     time (the reference's evaluation batch; a mesh batch of 16,384 would need gigabytes)."""
     pieces = []
     for part in betas.split(chunk):
-        pose = part.new_zeros(part.shape[0], body.num_pose_joints * 3)
-        _, joints = lbs(
-            part,
-            pose,
-            body.v_template,
-            body.shapedirs,
-            body.posedirs,
-            body.J_regressor,
-            body.parents,
-            body.lbs_weights,
-            pose2rot=True,
-        )
+        _, joints = smplx_lbs(body, part, part.new_zeros(part.shape[0], body.num_pose_joints * 3))
         pieces.append(joints - joints[:, :1])
     return torch.cat(pieces)
 
