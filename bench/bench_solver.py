@@ -10,6 +10,8 @@ Rows (skeletons/s, or meshes/s), each with its ratio to the published-structure 
   mixik       the project's full path: SI + PR-C + AnalyIK + canonical skeleton + PAN + MixIK (no mesh)
   mixik xN    the same over N batch chunks side by side (the thread policy, lib/engine/threads.py)
   mixik low-latency   the same recorded once per batch size (lib/solver/low_latency.py), for live capture
+  ... bf16    the same with the network's matrix products in bfloat16 (MODEL.MLP.MATMUL_PRECISION), whose MPVE is
+              printed beside float32's
   mesh        the project's body model forward vs smplx.lbs.lbs on the same inputs
 Every figure is measured on an idle machine and again under a load the bench starts itself (one busy process per
 core, ended by the bench). Timing loops run torch on one intra-op thread (the policy); the 'intra-op' row shows
@@ -25,6 +27,7 @@ Usage: python bench/bench_solver.py [--full] [--device cpu|cuda] [--json PATH] [
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -162,6 +165,11 @@ def main() -> None:
     body = build_body_model(cfg, device)
     solver = build_solver(cfg, body)
     network = build_network(cfg, device, "MODEL.PRETRAINED").eval()
+    # the same weights with bfloat16 matrix products (MODEL.MLP.MATMUL_PRECISION), if this torch has the option
+    network_bf16 = copy.deepcopy(network)
+    has_bf16 = hasattr(network_bf16, "set_matmul_precision")
+    if has_bf16:
+        network_bf16.set_matmul_precision("bfloat16")
     tree = solver.tree
     pinv = solver.shape_inverse.pinv
     min_seconds = 1.0 if args.full else 0.25
@@ -169,6 +177,7 @@ def main() -> None:
     workers = available_cores()
 
     low_latency = LowLatencySolver(solver, network) if LowLatencySolver is not None else None
+    low_latency_bf16 = LowLatencySolver(solver, network_bf16) if LowLatencySolver is not None else None
 
     def skeleton_rows(batch: int, joints: torch.Tensor) -> dict:
         with torch.no_grad():
@@ -179,10 +188,18 @@ def main() -> None:
             "analyik": lambda: solver.solve(joints),
             "mixik": lambda: solver.solve(joints, network),
         }
+        if has_bf16:
+            rows["mixik bf16"] = lambda: solver.solve(joints, network_bf16)
         if LowLatencySolver is not None and batch <= 16:
             rows["mixik low-latency"] = lambda: low_latency.solve(joints)
+            if has_bf16:
+                rows["mixik low-latency bf16"] = lambda: low_latency_bf16.solve(joints)
         if map_chunks is not None and batch >= 512 and workers > 1:
             rows[f"mixik x{workers}"] = lambda: map_chunks(lambda j: solver.solve(j, network), (joints,), workers)
+            if has_bf16:
+                rows[f"mixik bf16 x{workers}"] = lambda: map_chunks(
+                    lambda j: solver.solve(j, network_bf16), (joints,), workers
+                )
             rows[f"analyik x{workers}"] = lambda: map_chunks(lambda j: solver.solve(j), (joints,), workers)
         return rows
 
@@ -221,6 +238,11 @@ def main() -> None:
                     {
                         f"analyik intra-op {default_threads}": lambda: solver.solve(joints),
                         f"mixik intra-op {default_threads}": lambda: solver.solve(joints, network),
+                        **(
+                            {f"mixik bf16 intra-op {default_threads}": lambda: solver.solve(joints, network_bf16)}
+                            if has_bf16
+                            else {}
+                        ),
                     },
                     loaded,
                 )
@@ -244,6 +266,9 @@ def main() -> None:
         accuracy = {
             "adam": mpve(body(fit_pose, fit_betas).vertices, truth).mean().item(),
             "mixik": mpve(body(solution.rotmats, solution.betas).vertices, truth).mean().item(),
+            "mixik bf16": mpve(body(solver.solve(joints_a, network_bf16).rotmats, solution.betas).vertices, truth)
+            .mean()
+            .item(),
             "analyik": mpve(body(solution.analytic_rotmats, solution.betas).vertices, truth).mean().item(),
         }
         _, published_pose = published.solve(tree, body, pinv, joints_a)
@@ -300,6 +325,13 @@ def report(
     adam = next((r["idle"] for r in results.values() if r["name"].startswith("adam")), None)
     if mixik and adam:
         print(f"MixIK @1024 vs the Adam fit: {mixik['per_s'] / adam['per_s']:.0f}x faster")
+    fastest = max(
+        (r for r in results.values() if r["name"].startswith("mixik") and r["batch"] == 1024),
+        key=lambda r: r["idle"]["per_s"],
+        default=None,
+    )
+    if fastest:
+        print(f"fastest full MixIK row at batch 1024: {fastest['name']}, {fastest['idle']['per_s']:.0f}/s idle")
     if stream:
         print(f"streaming 100,000 frames (full MixIK, chunks of 1024): {stream}")
     record = {

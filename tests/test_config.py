@@ -63,6 +63,7 @@ def yaml_files(tmp_path_factory):
         (("TRAIN.DATASETS_3D", "AMASS"), "TRAIN.DATASETS_3D (command line) expects a list (default ['SYNTHETIC'])"),
         (("MODEL.MLP", "3"), "MODEL.MLP (command line) is a group of keys"),
         (("MODEL.PR_VARIANT", "v3"), "MODEL.PR_VARIANT='v3'"),
+        (("MODEL.MLP.MATMUL_PRECISION", "float16"), "MODEL.MLP.MATMUL_PRECISION='float16': use 'float32' or"),
         (("TRAIN.END_EPOCH",), "KEY VALUE pairs"),
         (("--cfg", "{dir}/missing.yaml"), "config file not found"),
     ],

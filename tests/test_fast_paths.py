@@ -9,7 +9,7 @@ from conftest import posed_skeleton, random_pose, t_pose_skeleton
 from smplx.lbs import lbs
 
 from lib.core.smpl.config import get_cfg
-from lib.engine.build import build_body_model, build_solver
+from lib.engine.build import build_body_model, build_network, build_solver
 from lib.engine.evaluator import MESH_CHUNK, evaluate_batch
 from lib.engine.metrics import mpve
 from lib.engine.threads import join_batches, map_chunks
@@ -124,6 +124,62 @@ def test_fused_network_equals_its_modules_and_follows_new_weights(tree):
             fused = network(joints, betas)
         for a, b in zip(fused, expected, strict=True):
             assert torch.allclose(a, b, atol=1e-10)
+
+
+def _bfloat16_reference(network, joints, betas):
+    """The module's computation in float32 with every product's operands and result rounded to bfloat16 (the weights
+    after folding in their BatchNorm): what the bfloat16 inference path must compute, up to the order of its sums."""
+
+    def rounded(x):
+        return x.to(torch.bfloat16).float()
+
+    def dense(x, linear, norm, prelu):
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+        weight, bias = linear.weight * scale[:, None], (linear.bias - norm.running_mean) * scale + norm.bias
+        return torch.nn.functional.prelu(rounded(rounded(x) @ rounded(weight).T) + bias, prelu.weight)
+
+    out = []
+    for part in network.tree.parts:
+        mlp = network.branch(part).mlp
+        pos = dense(joints[:, list(part.joints)].flatten(1), *mlp.pos_emd[:3])
+        x = torch.cat([pos, dense(betas, *mlp.beta_emd[:3])], dim=1)
+        for block in mlp.block[:3]:
+            x = x + dense(dense(x, *block.block[:3]), *block.block[4:7])
+        head = mlp.block[3]
+        phi = (rounded(rounded(x) @ rounded(head.weight).T) + head.bias).view(-1, len(part.twist_joints), 2)
+        out.append(phi / (phi.norm(dim=-1, keepdim=True) + 1e-8))
+    return out
+
+
+def test_bfloat16_products_round_only_the_product_operands(tree):
+    network = _randomised_network(tree)
+    gen = torch.Generator().manual_seed(3)
+    joints = torch.randn(64, tree.num_joints, 3, generator=gen) * 0.3
+    joints = joints - joints[:, :1]
+    betas = torch.randn(64, 10, generator=gen)
+    with torch.no_grad():
+        exact = network(joints, betas)
+        network.set_matmul_precision("bfloat16")
+        fast = network(joints, betas)
+        expected = _bfloat16_reference(network, joints, betas)
+        float64 = network.double()(joints.double(), betas.double())  # float64 input: the setting does not apply
+        network.float().set_matmul_precision("float32")
+        again = network(joints, betas)
+    for got, want, full, plain, back in zip(fast, expected, float64, exact, again, strict=True):
+        # the same products (another order of the sums can flip a rounding: far below the gap to float32's)
+        assert (got - want).abs().max() < min(5e-3, 0.1 * (got - plain).abs().max())
+        assert not torch.allclose(got, plain, atol=1e-4)  # ... which are not float32's
+        assert torch.allclose(full.float(), plain, atol=1e-4)
+        assert torch.equal(back, plain)  # switching back rebuilds the float32 weights
+    with pytest.raises(ValueError, match="matmul precision 'float16'"):
+        network.set_matmul_precision("float16")
+
+
+def test_config_sets_the_matmul_precision():
+    cpu = torch.device("cpu")
+    assert build_network(get_cfg(None, []), cpu).matmul_precision == "float32"
+    cfg = get_cfg(None, ["MODEL.MLP.MATMUL_PRECISION", "bfloat16"])
+    assert build_network(cfg, cpu).matmul_precision == "bfloat16"
 
 
 def test_low_latency_solver_equals_solve(open_smpl):

@@ -41,6 +41,7 @@ def test_noisy_skeleton_to_mesh(setup):
         (lambda j: j[:, :20], r"shape \(B, 24, 3\)"),
         (lambda j: torch.where(torch.arange(24)[None, :, None] == 7, torch.nan, j), r"NaN/inf at joints \[7\]"),
         (lambda j: j * 1000.0, "millimetres"),
+        (lambda j: j.repeat(700, 1, 1) * 1000.0, "millimetres"),  # a large batch: the check reads 256 frames of it
     ],
 )
 def test_bad_skeletons_get_one_clear_error(setup, make_bad, message):
@@ -48,3 +49,13 @@ def test_bad_skeletons_get_one_clear_error(setup, make_bad, message):
     joints = body.rest_joints(torch.zeros(2, 10, dtype=torch.float64))
     with pytest.raises(ValueError, match=message):
         solver.analytic(make_bad(joints))
+
+
+def test_unit_check_reads_frames_spread_over_the_batch(setup):
+    from lib.solver.pipeline import UNIT_CHECK_FRAMES, median_bone_length
+
+    body, solver = setup
+    joints = body.rest_joints(torch.zeros(1, 10, dtype=torch.float64)).repeat(1000, 1, 1)
+    metres = median_bone_length(solver.tree, joints)
+    joints[UNIT_CHECK_FRAMES:] *= 1000.0  # only the first 256 frames in metres: a prefix would miss the rest
+    assert median_bone_length(solver.tree, joints) > 100 * metres

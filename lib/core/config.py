@@ -77,6 +77,9 @@ _C.MODEL.ROBUST.MAX_ABS_BETA = 5.0  # bound on every solved beta (robust Shape I
 _C.MODEL.ROBUST.SUSPICIOUS = "warn"  # joints at the origin / bones < 0.5x or > 2x rest: 'warn', or 'fill' as missing
 _C.MODEL.MLP = CN()
 _C.MODEL.MLP.EMBED_DIM = 256  # PAN hidden width H (the concat width 2H-256 must equal H: only 256 is valid)
+# PAN inference matrix products: 'float32' (exact) or 'bfloat16' (about 4x faster network on CPUs with native
+# bfloat16 products; twists within ~0.2 degrees on average, docs/speed.md). Training is unaffected.
+_C.MODEL.MLP.MATMUL_PRECISION = "float32"
 
 _C.EVAL = CN()
 _C.EVAL.MAX_SAMPLES = 0  # evaluate at most this many samples; 0 = all
@@ -270,6 +273,8 @@ def validate(cfg: CN) -> None:
             f"MODEL.MLP.EMBED_DIM={cfg.MODEL.MLP.EMBED_DIM}: the Part-aware Network concatenates widths "
             "(H-64)+(H-192) = 2H-256, which equals H only for H=256 (the paper's value); set it to 256"
         )
+    if cfg.MODEL.MLP.MATMUL_PRECISION not in ("float32", "bfloat16"):
+        raise ConfigError(f"MODEL.MLP.MATMUL_PRECISION={cfg.MODEL.MLP.MATMUL_PRECISION!r}: use 'float32' or 'bfloat16'")
     if cfg.MODEL.PR_VARIANT not in ("v1", "v2", "none"):
         raise ConfigError(f"MODEL.PR_VARIANT={cfg.MODEL.PR_VARIANT!r}: use 'v1', 'v2' or 'none'")
     if cfg.MODEL.TEMPORAL_TYPE != "mlp":

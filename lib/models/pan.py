@@ -25,6 +25,11 @@ from lib.kinematics.tree import KinematicTree, Part
 
 SUPPORTED_EMBED_DIM = 256
 PHI_EPS = 1e-8  # added to |phi| before dividing, as the reference: keeps an all-zero output finite
+# Precisions of the inference matrix products (PartAwareNetwork.matmul_precision): 'float32' (exact to the module)
+# or 'bfloat16' (weights, layer inputs and each product's result rounded to bfloat16, sums inside a product, biases,
+# activations and the residual stream float32: about 4x faster on CPUs with native bfloat16 products, e.g. AVX512-BF16
+# or AMX; twists within ~0.2 degrees of float32's on average, docs/speed.md)
+MATMUL_PRECISIONS = ("float32", "bfloat16")
 
 
 def check_embed_dim(embed_dim: int) -> None:
@@ -144,9 +149,18 @@ class PartAwareNetwork(nn.Module):
         _check_disjoint_twists(tree)
         self.tree = tree
         self.num_betas = num_betas
+        self.matmul_precision = "float32"
         for part in tree.parts:
             mlp = PartTwistMLP(len(part.joints), len(part.twist_joints), embed_dim, num_betas, dropout)
             self.add_module(branch_name(part), PartBranch(part, mlp))
+
+    def set_matmul_precision(self, precision: str) -> PartAwareNetwork:
+        """Precision of the matrix products at inference (eval mode, no gradients), 'float32' or 'bfloat16'
+        (``MODEL.MLP.MATMUL_PRECISION``). Training and float64 inputs always run in their own precision."""
+        if precision not in MATMUL_PRECISIONS:
+            raise ValueError(f"matmul precision {precision!r}: use one of {MATMUL_PRECISIONS}")
+        self.matmul_precision = precision
+        return self
 
     def branch(self, part: Part | str) -> PartBranch:
         """The branch of a part, by :class:`Part` or by name."""
@@ -178,15 +192,17 @@ class PartAwareNetwork(nn.Module):
         joints = root_relative(self.tree, joints)
         betas = betas[:, : self.num_betas]
         if not self.training and not torch.is_grad_enabled():
-            return self._fused().forward(joints, betas)
+            return self._fused(joints.dtype).forward(joints, betas)
         return [self.branch(part)(joints, betas) for part in self.tree.parts]
 
-    def _fused(self) -> FusedParts:
-        """The inference form of the current weights, rebuilt whenever a parameter or statistic changed."""
+    def _fused(self, dtype: torch.dtype) -> FusedParts:
+        """The inference form of the current weights for inputs of ``dtype``, rebuilt whenever a parameter or
+        statistic, or the matmul precision, changed."""
+        matmul_dtype = torch.bfloat16 if self.matmul_precision == "bfloat16" and dtype == torch.float32 else None
         tensors = list(self.parameters()) + list(self.buffers())
-        key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in tensors)
+        key = (matmul_dtype, *((t.data_ptr(), t._version, t.device, t.dtype) for t in tensors))
         if getattr(self, "_fused_key", None) != key:
-            self._fused_parts = FusedParts(self)
+            self._fused_parts = FusedParts(self, matmul_dtype)
             self._fused_key = key
         return self._fused_parts
 
@@ -200,9 +216,15 @@ def _folded(linear: nn.Linear, norm: nn.BatchNorm1d) -> tuple[Tensor, Tensor]:
 class FusedParts:
     """Inference-only form of a :class:`PartAwareNetwork` in eval mode: each Linear + BatchNorm folded into one
     affine map and dropout dropped, so a dense layer is one ``addmm`` and one ``prelu`` (the module runs five ops
-    through BatchNorm, PReLU and Dropout). Equal to the module to float rounding."""
+    through BatchNorm, PReLU and Dropout). Equal to the module to float rounding.
 
-    def __init__(self, network: PartAwareNetwork):
+    With ``matmul_dtype`` (bfloat16) the weights are stored in it, each layer's input is rounded to it before the
+    product and the product's result comes back in it (torch has no mixed-output product on CPU) before it is
+    widened again; biases, activations and the residual stream stay float32.
+    """
+
+    def __init__(self, network: PartAwareNetwork, matmul_dtype: torch.dtype | None = None):
+        self.matmul_dtype = matmul_dtype
         self.parts = []
         with torch.no_grad():
             for part in network.tree.parts:
@@ -215,20 +237,29 @@ class FusedParts:
                 for block in mlp.block[:3]:
                     dense += [(*_folded(block.block[k], block.block[k + 1]), block.block[k + 2].weight) for k in (0, 4)]
                 head = mlp.block[3]
-                layers = [(weight.T.contiguous(), bias, slope.detach()) for weight, bias, slope in dense]
+                layers = [(self._stored(weight), bias, slope.detach()) for weight, bias, slope in dense]
                 self.parts.append(
                     (
                         branch.joint_index,
                         mlp.num_twists,
                         layers,
-                        (head.weight.detach().T.contiguous(), head.bias.detach()),
+                        (self._stored(head.weight.detach()), head.bias.detach()),
                     )
                 )
 
-    @staticmethod
-    def _dense(x: Tensor, layer: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    def _stored(self, weight: Tensor) -> Tensor:
+        """A Linear weight (out, in) as the right operand of the product: (in, out), in the matmul dtype."""
+        weight = weight.T.contiguous()
+        return weight if self.matmul_dtype is None else weight.to(self.matmul_dtype)
+
+    def _affine(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        if self.matmul_dtype is None:
+            return torch.addmm(bias, x, weight)
+        return torch.mm(x.to(self.matmul_dtype), weight).to(x.dtype).add_(bias)
+
+    def _dense(self, x: Tensor, layer: tuple[Tensor, Tensor, Tensor]) -> Tensor:
         weight, bias, slope = layer
-        return nn.functional.prelu(torch.addmm(bias, x, weight), slope)
+        return nn.functional.prelu(self._affine(x, weight, bias), slope)
 
     def forward(self, joints: Tensor, betas: Tensor) -> list[Tensor]:
         """Root-relative ``joints`` (B, J, 3), ``betas`` (B, num_betas) -> per part (B, n_twist, 2)."""
@@ -238,7 +269,7 @@ class FusedParts:
             x = torch.cat([pos, self._dense(betas, layers[1])], dim=1)
             for first, second in zip(layers[2::2], layers[3::2], strict=True):
                 x = x + self._dense(self._dense(x, first), second)
-            out.append(normalize_phi(torch.addmm(head_bias, x, head_weight).view(-1, num_twists, 2)))
+            out.append(normalize_phi(self._affine(x, head_weight, head_bias).view(-1, num_twists, 2)))
         return out
 
 

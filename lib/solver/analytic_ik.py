@@ -101,7 +101,8 @@ def solve_rotations(
     for level, positions in zip(tree.levels, plan.level_slices, strict=True):
         start, stop = positions.start, positions.stop
         if stop > start:
-            to_parent = torch.stack([glob[p] for p in plan.parents[positions]], dim=1).transpose(-1, -2)
+            parent_glob = torch.stack([glob[p] for p in plan.parents[positions]], dim=1)  # (B, n, 3, 3)
+            to_parent = parent_glob.transpose(-1, -2)
             rotation = minimal_rotation(rest_bones[:, positions], (to_parent @ target_bones[:, positions])[..., 0])
             here = [k - start for k in relative if start <= k < stop]
             if here:
@@ -112,11 +113,15 @@ def solve_rotations(
                 rotation[:, here] = correction @ rotation[:, here]
             if twists is not None:
                 rotation = rotation @ twists[:, positions]
+            level_glob = parent_glob @ rotation  # the level's global rotations in one product
             for k, j in enumerate(plan.joints[positions]):
-                local[j] = rotation[:, k]
+                local[j], glob[j] = rotation[:, k], level_glob[:, k]
         for j in level:
+            if j in glob or j >= tree.num_pose_joints:
+                continue
             if j in tree.two_direction_by_joint:
                 local[j] = two_direction_rotation(tree, j, rest, target, glob[tree.parents[j]], orientation_fit)
-            if j < tree.num_pose_joints:
                 glob[j] = glob[tree.parents[j]] @ local[j]
+            else:  # identity: leaves, jaw, eyes
+                glob[j] = glob[tree.parents[j]]
     return torch.stack(local, dim=1)

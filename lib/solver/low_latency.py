@@ -19,6 +19,9 @@ from lib.solver.pipeline import SkeletonSolver, Solution, TwistNetwork, check_sk
 
 # Batches up to this size are worth recording; larger ones are dominated by arithmetic, not overhead.
 MAX_LOW_LATENCY_BATCH = 16
+# Replays run when recording: torch.jit optimises a recording on its second replay (measured: ~0.3-0.5 s once), which
+# then happens before the first live frame instead of on it.
+WARM_UP_REPLAYS = 2
 
 
 class LowLatencySolver:
@@ -54,7 +57,10 @@ class LowLatencySolver:
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the checks' Python bools are expected
                 warnings.simplefilter("ignore", DeprecationWarning)  # torch.compile is no alternative: minutes
                 self._outputs(joints)  # builds the network's inference weights outside the recording
-                self._recorded[key] = torch.jit.trace(self._outputs, (joints,), check_trace=False)
+                recording = torch.jit.trace(self._outputs, (joints,), check_trace=False)
+                for _ in range(WARM_UP_REPLAYS):  # torch.jit profiles, then optimises, on its first replays
+                    recording(joints)
+                self._recorded[key] = recording
         return self._recorded[key]
 
     @torch.no_grad()

@@ -96,8 +96,14 @@ def check_skeleton(tree: KinematicTree, joints: Tensor, name: str = "joints") ->
         )
 
 
+# The units check reads at most this many frames, evenly spread over the batch (a unit is a property of the file).
+UNIT_CHECK_FRAMES = 256
+
+
 def median_bone_length(tree: KinematicTree, joints: Tensor) -> float:
-    """Median length of the bones the IK places, over a (B, J, 3) batch, in the joints' units."""
+    """Median length of the bones the IK places, over a (B, J, 3) batch (at most UNIT_CHECK_FRAMES frames evenly
+    spread over it), in the joints' units."""
+    joints = joints[:: max(1, -(-joints.shape[0] // UNIT_CHECK_FRAMES))]
     ends = list(tree.ik_child.values())
     return (joints[:, ends] - joints[:, [tree.parents[j] for j in ends]]).norm(dim=-1).median().item()
 
