@@ -179,3 +179,39 @@ def test_joint_noise_in_the_robust_mode_turns_the_canonical_body_less():
         moved[name] = (oracle.seen - clean).norm(dim=-1).mean(dim=1).median()
     # the paper's pelvis orientation swings the whole canonical body; the rigid-group fit much less
     assert moved["robust"] < 0.6 * moved["paper"]
+
+
+def test_synthetic_training_validates_on_its_own_split_never_the_test_db(tmp_path):
+    from lib.core.smpl.config import get_cfg
+    from lib.engine.trainer import Trainer
+
+    db_dir = tmp_path / "db"
+    cfg = get_cfg(
+        "configs/smpl/open_train.yaml",
+        [
+            "DATA.DB_DIR",
+            str(db_dir),
+            "TRAIN.DATASETS_3D",
+            "['SYNTHETIC']",
+            "DATA.SYNTHETIC_TRAIN_SIZE",
+            "24",
+            "DATA.SYNTHETIC_VAL_SIZE",
+            "16",
+            "TRAIN.BATCH_SIZE",
+            "8",
+            "TRAIN.JOINT_NOISE_MM",
+            "0.0",
+            "LOGDIR",
+            str(tmp_path / "run"),
+            "TRAIN.END_EPOCH",
+            "1",
+        ],
+    )
+    trainer = Trainer(cfg)
+    trainer.fit()
+    assert sorted(p.name for p in db_dir.glob("*.pt")) == ["synthetic_train_db.pt", "synthetic_val_db.pt"]
+    assert len(trainer.val_set) == 16
+    from lib.data.db import load_db
+
+    names = set(load_db(db_dir / "synthetic_val_db.pt", "smpl")["vid_name"].tolist())
+    assert names and all(n.startswith("synthetic_smpl_val_s3") for n in names)

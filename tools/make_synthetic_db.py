@@ -37,7 +37,7 @@ def _resolve(path: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--body", choices=("smpl", "smplx"), required=True)
-    parser.add_argument("--split", choices=("train", "test"), required=True)
+    parser.add_argument("--split", choices=("train", "test", "val"), required=True)
     parser.add_argument("--n", type=int, required=True, help="number of frames")
     parser.add_argument(
         "--seed",

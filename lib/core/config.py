@@ -38,6 +38,9 @@ _C.DATA.SKELETON_2_BETA = ""  # skeleton_2_beta .npz (['lr'].item()['A1']); empt
 _C.DATA.DB_DIR = ""  # directory of <name>_<set>_db.pt databases
 _C.DATA.SYNTHETIC_TRAIN_SIZE = 100000  # samples in a generated synthetic train db
 _C.DATA.SYNTHETIC_TEST_SIZE = 10000  # samples in a generated synthetic test db
+# samples in the generated synthetic validation db (its own seed): training selects checkpoints and lowers its
+# learning rate on it when TRAIN.DATASET_EVAL is SYNTHETIC, so the test db stays unseen until evaluation
+_C.DATA.SYNTHETIC_VAL_SIZE = 2048
 
 _C.TRAIN = CN()
 _C.TRAIN.DATASETS_3D = ["SYNTHETIC"]  # training databases (SYNTHETIC, BANDAI, AMASS, ThreeDPW, AGORA, MOTIONX)

@@ -122,8 +122,8 @@ def db_path(db_dir: str | os.PathLike, name: str, split: str, must_exist: bool =
     """``<db_dir>/<stem>_<split>_db.pt``, accepting the official download's other spellings (``amss_test_db.pt``
     for AMASS, the directory ``smpxliks_db`` for ``smplxiks_db`` and back). Raises FileNotFoundError naming the
     config keys when nothing exists and ``must_exist``."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in ("train", "test", "val"):
+        raise ValueError(f"split must be 'train', 'test' or 'val', got {split!r}")
     stem = db_stem(name)
     db_dir = Path(db_dir)
     dirs = [db_dir]

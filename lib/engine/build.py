@@ -186,16 +186,26 @@ def build_network(cfg: CfgNode, device: torch.device, weights_key: str | None = 
 
 def resolve_db(cfg: CfgNode, name: str, split: str, progress: bool = True) -> Path:
     """Database path for a config (``BODY``, ``DATA.DB_DIR``, ...): SYNTHETIC is generated when missing
-    (``DATA.SYNTHETIC_{TRAIN,TEST}_SIZE`` frames on ``DATA.BODY_MODEL``), other names must exist."""
+    (``DATA.SYNTHETIC_{TRAIN,TEST,VAL}_SIZE`` frames on ``DATA.BODY_MODEL``), other names must exist."""
     if not cfg.DATA.DB_DIR:
         raise FileNotFoundError("DATA.DB_DIR is empty: set it to the directory of the <name>_<set>_db.pt databases")
     db_dir = resolve_path(cfg.DATA.DB_DIR)
     if db_stem(name) == "synthetic":
-        size = cfg.DATA.SYNTHETIC_TRAIN_SIZE if split == "train" else cfg.DATA.SYNTHETIC_TEST_SIZE
+        size = {
+            "train": cfg.DATA.SYNTHETIC_TRAIN_SIZE,
+            "test": cfg.DATA.SYNTHETIC_TEST_SIZE,
+            "val": cfg.DATA.SYNTHETIC_VAL_SIZE,
+        }[split]
         return ensure_synthetic_db(
             cfg.BODY, split, db_dir, resolve_path(cfg.DATA.BODY_MODEL), int(size), progress=progress
         )
     return db_path(db_dir, name, split)
+
+
+def validation_split(cfg: CfgNode) -> str:
+    """The split training validates on: 'val' for SYNTHETIC (a db of its own seed, so the test db is never used to
+    select checkpoints), 'test' for the licensed databases, which have no validation split (as the reference)."""
+    return "val" if db_stem(cfg.TRAIN.DATASET_EVAL) == "synthetic" else "test"
 
 
 def build_dataset(cfg: CfgNode, names: str | list[str], split: str, progress: bool = True) -> Dataset:

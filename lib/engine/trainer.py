@@ -41,6 +41,7 @@ from lib.engine.build import (
     select_device,
     set_random_states,
     tree_for,
+    validation_split,
 )
 from lib.engine.losses import training_step
 from lib.engine.threads import apply_thread_policy
@@ -162,7 +163,7 @@ class Trainer:
         for turn in (True, False):
             if self.dist.is_main == turn:
                 self.train_set = build_dataset(cfg, list(cfg.TRAIN.DATASETS_3D), "train", progress=turn)
-                self.val_set = build_dataset(cfg, cfg.TRAIN.DATASET_EVAL, "test", progress=turn)
+                self.val_set = build_dataset(cfg, cfg.TRAIN.DATASET_EVAL, validation_split(cfg), progress=turn)
             self.dist.barrier()
         # the shuffle of epoch e depends on (seed, e) only, in one process as under torchrun
         self.sampler = DistributedSampler(

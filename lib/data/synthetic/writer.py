@@ -19,8 +19,9 @@ from lib.kinematics.tree import TREES
 SYNTHETIC_FORMAT_VERSION = 2  # 2: real-motion twist ranges (elbow pronation, no wrist twist)
 # Default seeds per split; the split name is mixed into the random stream as well, so train and test differ even
 # with equal seeds, and their vid_names carry the split, so they can never collide.
-DEFAULT_SEEDS = {"train": 1, "test": 2}
-_SPLIT_CODE = {"train": 0, "test": 1}
+# 'val' is the validation split training selects its checkpoints on, so that the test split stays unseen.
+DEFAULT_SEEDS = {"train": 1, "test": 2, "val": 3}
+_SPLIT_CODE = {"train": 0, "test": 1, "val": 2}
 
 
 def _load_body_model(body: str, body_model: Any, kid_template_path: str | os.PathLike | None):
@@ -53,7 +54,7 @@ def make_synthetic_db(
     if body not in TREES:
         raise ValueError(f"body must be 'smpl' or 'smplx', got {body!r}")
     if split not in _SPLIT_CODE:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ValueError(f"split must be one of {sorted(_SPLIT_CODE)}, got {split!r}")
     model = _load_body_model(body, body_model, kid_template_path)
     with torch.no_grad():
         zero = torch.zeros(1, model.num_betas, dtype=model.dtype, device=model.device)
