@@ -245,6 +245,11 @@ class _ArrayKind:
         return tensor.detach().cpu().numpy().astype(self.dtype)
 
 
+# Frames converted at once when a fit's parameters and joints are made (bounded temporaries: a 100,000-frame fit at
+# once took ~1 GB more peak memory)
+OUTPUT_CHUNK = 4096
+
+
 @dataclass(repr=False)
 class BodyFit:
     """The fitted bodies of B frames: smplx-convention parameters, joints and meshes.
@@ -264,7 +269,14 @@ class BodyFit:
 
     def __post_init__(self):
         self.params = {name: self.kind(value) for name, value in self._param_tensors().items()}
-        posed = self.owner.body_model.posed_joints(self.rotmats, self.solved_betas)
+        posed = torch.cat(
+            [
+                self.owner.body_model.posed_joints(rotmats, betas)
+                for rotmats, betas in zip(
+                    self.rotmats.split(OUTPUT_CHUNK), self.solved_betas.split(OUTPUT_CHUNK), strict=True
+                )
+            ]
+        )
         self.fitted_joints = posed + self.translation[:, None]
 
     def __getattr__(self, name: str):
@@ -298,7 +310,8 @@ class BodyFit:
         return self.owner.body_model.faces.cpu().numpy()
 
     def _param_tensors(self) -> dict[str, Tensor]:
-        rotvecs = roma.rotmat_to_rotvec(self.rotmats)  # (B, P, 3); roma is exact near pi
+        # (B, P, 3); roma is exact near pi
+        rotvecs = torch.cat([roma.rotmat_to_rotvec(rotmats) for rotmats in self.rotmats.split(OUTPUT_CHUNK)])
         batch = len(rotvecs)
         out = {
             group.name: rotvecs[:, group.slots].reshape(batch, 3 * group.size) for group in self.owner.tree.pose_groups

@@ -113,6 +113,18 @@ def test_input_forms_give_the_same_fit(smpl_solver, smpl_truth):
     assert np.abs(millimetres.transl - reference.transl).max() < 1e-5
 
 
+def test_outputs_are_made_in_chunks_with_the_same_values(smpl_solver, smpl_truth, monkeypatch):
+    import lib.api
+
+    joints, _ = smpl_truth
+    whole = smpl_solver.fit(joints)
+    monkeypatch.setattr(lib.api, "OUTPUT_CHUNK", 5)  # 12 frames: chunks of 5, 5 and 2
+    chunked = smpl_solver.fit(joints)
+    for name in whole.params:
+        assert np.array_equal(getattr(chunked, name), getattr(whole, name)), name
+    assert np.allclose(chunked.joints, whole.joints, atol=1e-6)  # batched products of other sizes: rounding
+
+
 def test_units_are_detected(smpl_solver, smpl_truth):
     joints, _ = smpl_truth
     with pytest.raises(ValueError, match=r"look like mm.*units='mm'"):
