@@ -319,3 +319,13 @@ def test_the_orientation_fit_reaches_pr_c_ik_without_pr_c_and_twist_solve(smpl):
     mixed = robust.twist_solve(rigid, noisy, identity)
     root = rigid_group_rotation(SMPL_TREE, 0, rigid.rest, root_relative(SMPL_TREE, noisy))
     torch.testing.assert_close(mixed.rotmats[:, 0], root, rtol=0, atol=1e-12)
+
+
+def test_solve_shares_one_shape_per_sequence(smpl):
+    body, paper, robust, _ = smpl
+    _, joints, _ = _skeletons(body, 4, seed=26)
+    noisy = joints + 0.01 * torch.randn(joints.shape, generator=torch.Generator().manual_seed(6), dtype=joints.dtype)
+    for solver in (paper, robust):
+        betas = solver.solve(noisy, groups=torch.tensor([3, 3, 8, 8])).betas
+        assert torch.equal(betas[0], betas[1]) and torch.equal(betas[2], betas[3])
+        assert (betas[0] - betas[2]).abs().amax() > 1e-3
