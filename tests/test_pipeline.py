@@ -112,3 +112,11 @@ def test_the_solver_refines_with_its_pr_c_variant(setup):
     target = noisy - noisy[:, :1]
     torch.testing.assert_close(solution.refined, refine_bone_lengths(solver.tree, solution.rest, target, "v2"))
     assert (solution.refined - refine_bone_lengths(solver.tree, solution.rest, target, "v1")).abs().amax() > 1e-4
+
+
+def test_rest_skeleton_is_the_rest_joints_about_the_root(setup):
+    body, solver = setup  # (the solver bench's 'ik only' row reads it)
+    betas = torch.randn(2, 10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    rest = body.rest_joints(betas)
+    torch.testing.assert_close(solver.rest_skeleton(betas), rest - rest[:, :1], rtol=0, atol=0)
+    assert not torch.equal(rest[:, 0], torch.zeros_like(rest[:, 0]))  # the root really is moved
