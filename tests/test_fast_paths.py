@@ -193,7 +193,13 @@ def test_low_latency_solver_equals_solve(open_smpl):
             expected, got = solver.solve(joints[:batch], network), fast.solve(joints[:batch])
             for name in ("betas", "refined", "rotmats", "analytic_rotmats", "translation"):
                 assert torch.allclose(getattr(got, name), getattr(expected, name), atol=1e-5), name
+            assert got.method == "mixik" and len(got.phis) == len(expected.phis) == len(solver.tree.parts)
+            for phi, want in zip(got.phis, expected.phis, strict=True):
+                assert torch.allclose(phi, want, atol=1e-5)
         assert len(fast._recorded) == 2  # one recording per batch size
+        plain = LowLatencySolver(solver).solve(joints[:1])  # no network: AnalyIK, no twists
+        assert plain.method == "analyik" and plain.phis is None
+        assert torch.allclose(plain.rotmats, solver.solve(joints[:1]).rotmats, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-9), (torch.float32, 1e-5)])

@@ -1,5 +1,6 @@
 """The composed solver on the open SMPL model: skeleton in, betas and rotations out; bad skeletons rejected."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,3 +60,63 @@ def test_unit_check_reads_frames_spread_over_the_batch(setup):
     metres = median_bone_length(solver.tree, joints)
     joints[UNIT_CHECK_FRAMES:] *= 1000.0  # only the first 256 frames in metres: a prefix would miss the rest
     assert median_bone_length(solver.tree, joints) > 100 * metres
+
+
+def test_a_non_tensor_skeleton_gets_the_conversion_hint():
+    from lib.kinematics.tree import SMPL_TREE
+    from lib.solver.pipeline import check_skeleton
+
+    expected = (
+        r"^joints must be a torch.Tensor \(B, 24, 3\), got list; convert with torch.as_tensor, "
+        r"or use lib.api.load_solver, whose fit\(\) takes numpy too$"
+    )
+    with pytest.raises(ValueError, match=expected):
+        check_skeleton(SMPL_TREE, [[0.0, 0.0, 0.0]])
+
+
+def test_solver_options_and_missing_parts_are_named(setup):
+    from lib.solver.pipeline import RobustOptions, SkeletonSolver
+
+    body, solver = setup
+    with pytest.raises(ValueError, match=r"^suspicious='drop': use one of \('warn', 'fill'\)$"):
+        SkeletonSolver(solver.tree, body.rest_joints, None, robust=RobustOptions(suspicious="drop"))
+    no_inverse = SkeletonSolver(solver.tree, body.rest_joints, None)
+    joints = body.rest_joints(torch.zeros(2, 10, dtype=torch.float64))
+    with pytest.raises(ValueError, match="^this solver has no Shape Inverse: pass the betas$"):
+        no_inverse.shape(joints)
+    no_posed = SkeletonSolver(solver.tree, body.rest_joints, solver.shape_inverse)  # no posed_joints
+    message = "^the canonical network input needs the solver's posed_joints and rotations=True$"
+    with pytest.raises(ValueError, match=message):
+        no_posed.solve(joints, network=lambda seen, betas: [])
+
+
+def test_paper_shape_is_averaged_per_sequence(setup):
+    body, solver = setup
+    sample = sample_smpl_poses(4, seed=12)
+    joints = body.posed_joints(torch.as_tensor(sample.pose), torch.as_tensor(sample.betas[:, :10]))
+    target = joints - joints[:, :1]
+    per_frame = solver.shape(target).numpy()
+    shared = solver.shape(target, torch.tensor([5, 5, 2, 5])).numpy()
+    mean = per_frame[[0, 1, 3]].mean(axis=0)
+    np.testing.assert_allclose(shared, np.stack([mean, mean, per_frame[2], mean]), rtol=0, atol=1e-12)
+
+
+def test_the_solver_refines_with_its_pr_c_variant(setup):
+    from lib.solver.refine import refine_bone_lengths
+
+    body, solver = setup  # PR-C v2
+    sample = sample_smpl_poses(3, seed=13)
+    joints = body.posed_joints(torch.as_tensor(sample.pose), torch.as_tensor(sample.betas[:, :10]))
+    noisy = joints + 0.01 * torch.randn(joints.shape, generator=torch.Generator().manual_seed(1), dtype=joints.dtype)
+    solution = solver.analytic(noisy)
+    target = noisy - noisy[:, :1]
+    torch.testing.assert_close(solution.refined, refine_bone_lengths(solver.tree, solution.rest, target, "v2"))
+    assert (solution.refined - refine_bone_lengths(solver.tree, solution.rest, target, "v1")).abs().amax() > 1e-4
+
+
+def test_rest_skeleton_is_the_rest_joints_about_the_root(setup):
+    body, solver = setup  # (the solver bench's 'ik only' row reads it)
+    betas = torch.randn(2, 10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    rest = body.rest_joints(betas)
+    torch.testing.assert_close(solver.rest_skeleton(betas), rest - rest[:, :1], rtol=0, atol=0)
+    assert not torch.equal(rest[:, 0], torch.zeros_like(rest[:, 0]))  # the root really is moved

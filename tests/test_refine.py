@@ -56,3 +56,34 @@ def test_none_variant_and_unknown_variant(tree):
     assert torch.equal(refine_bone_lengths(tree, rest, target, "none"), target - target[:, :1])
     with pytest.raises(ValueError, match="unknown PR-C variant"):
         refine_bone_lengths(tree, rest, target, "v3")
+
+
+def test_defaults_are_v1_and_three_moves(tree):
+    rest = t_pose_skeleton(tree)[None].expand(2, -1, -1)
+    target = posed_skeleton(tree, random_pose(tree, 2, seed=4), rest)
+    target = target + 0.02 * torch.randn(target.shape, generator=torch.Generator().manual_seed(5), dtype=target.dtype)
+    assert torch.equal(refine_bone_lengths(tree, rest, target), refine_bone_lengths(tree, rest, target, "v1"))
+    v2 = refine_bone_lengths(tree, rest, target, "v2")
+    assert torch.equal(v2, refine_bone_lengths(tree, rest, target, "v2", iterations=3))
+    assert not torch.equal(v2, refine_bone_lengths(tree, rest, target, "v2", iterations=4))  # the count matters
+
+
+def test_the_orientation_fit_reaches_every_two_direction_joint(tree):
+    # a two-direction joint below the root (spine3; an SMPL-X wrist) places its children by the asked fit, against
+    # the targets with itself at its placed spot
+    from lib.kinematics.skeleton import two_direction_rotation
+
+    rest = t_pose_skeleton(tree)[None].expand(3, -1, -1)
+    target = posed_skeleton(tree, random_pose(tree, 3, seed=6), rest)
+    target = target + 0.01 * torch.randn(target.shape, generator=torch.Generator().manual_seed(7), dtype=target.dtype)
+    target = target - target[:, :1]
+    for fit in ("rigid", "directions"):
+        refined = refine_bone_lengths(tree, rest, target, "v1", orientation_fit=fit)
+        for spec in tree.two_direction[1:]:
+            j = spec.joint
+            seen = target.clone()
+            seen[:, j] = refined[:, j]
+            rotation = two_direction_rotation(tree, j, rest, seen, fit=fit)
+            children = list(tree.children[j])
+            placed = refined[:, j, None] + ((rest[:, children] - rest[:, j, None]) @ rotation.transpose(-1, -2))
+            torch.testing.assert_close(refined[:, children], placed, rtol=0, atol=1e-12)

@@ -1,6 +1,7 @@
 """The robust mode for noisy skeletons (docs/robust.md): rigid-group orientation, the regularised Shape Inverse shared
 per sequence, suspicious joints reported and filled; at zero noise it matches the paper's pipeline."""
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -15,6 +16,7 @@ from lib.engine.metrics import mpve
 from lib.kinematics.skeleton import rigid_group_rotation, root_relative, two_direction_rotation
 from lib.kinematics.tree import SMPL_TREE, SMPLX_TREE
 from lib.solver.analytic_ik import solve_rotations
+from lib.solver.pipeline import SkeletonSolver, implausible_bones
 from lib.solver.refine import refine_bone_lengths
 from lib.solver.shape_inverse import ShapePrior
 from tests.conftest import t_pose_skeleton
@@ -207,7 +209,10 @@ def _map_betas(matrix, bone_lengths_mm, zero_lengths_mm, sigma_mm, floor_mm):
     return np.linalg.solve(normal, weight * matrix.T @ delta.sum(axis=0))
 
 
-def test_regularised_shape_is_the_map_estimate_of_the_documented_model(smpl):
+@pytest.mark.parametrize(
+    "huber_k, iterations", [(1e9, 5), (0.5, 1)], ids=["no-huber", "one-iteration"]
+)  # one iteration is the plain MAP estimate, before any Huber reweighting
+def test_regularised_shape_is_the_map_estimate_of_the_documented_model(smpl, huber_k, iterations):
     body, _, robust, _ = smpl
     inverse = robust.shape_inverse
     _, joints, _ = _skeletons(body, 5, seed=23, same_person=True)
@@ -220,7 +225,7 @@ def test_regularised_shape_is_the_map_estimate_of_the_documented_model(smpl):
     zero_mm = np.linalg.norm(zero[ends] - zero[starts], axis=-1) * 1000
     lengths_mm = np.linalg.norm(noisy.numpy()[:, ends] - noisy.numpy()[:, starts], axis=-1) * 1000
     matrix = inverse.matrix.numpy()[rows]  # (bones, K): each bone follows its group's row of A
-    prior = ShapePrior(noise_mm=4.0, floor_mm=1.5, huber_k=1e9, max_abs_beta=1e9)
+    prior = ShapePrior(noise_mm=4.0, floor_mm=1.5, huber_k=huber_k, max_abs_beta=1e9, iterations=iterations)
     one_person = torch.zeros(5, dtype=torch.long)
     got = inverse.regularised(noisy, prior, groups=one_person).numpy()
     expected = _map_betas(matrix, lengths_mm, zero_mm, 4.0, 1.5)
@@ -246,3 +251,81 @@ def test_rigid_orientation_fit_reaches_the_root_in_ik_and_pr_c(smpl):
     # the pelvis children at their rest offsets, turned by the fit
     placed = (rigid[:, None] @ rest[:, [1, 2, 3], :, None])[..., 0]
     torch.testing.assert_close(refined[:, [1, 2, 3]], placed, rtol=0, atol=1e-12)
+
+
+def _solver_like(robust, **options):
+    """The robust solver with other :class:`RobustOptions`."""
+    return SkeletonSolver(
+        robust.tree,
+        robust.rest_joints,
+        robust.shape_inverse,
+        robust.pr_variant,
+        robust.posed_joints,
+        dataclasses.replace(robust.robust, **options),
+    )
+
+
+def test_the_suspicious_warning_points_at_the_callers_line(smpl):
+    body, _, robust, _ = smpl
+    _, joints, _ = _skeletons(body, 2, seed=44)
+    joints[1, 18] = 0.0
+    with pytest.warns(UserWarning, match="frame 1: left_elbow") as record:
+        robust.solve(joints)
+    assert record[0].filename == __file__
+
+
+@pytest.mark.parametrize("given", [None, 40.0], ids=["estimated", "given"])
+def test_bones_within_the_joint_noise_are_not_reported(smpl, given):
+    # 40 mm per axis: short bones (hands, feet) often fall outside half to twice their length, yet within 5 sigma
+    body, _, robust, _ = smpl
+    _, joints, _ = _skeletons(body, 32, seed=49)
+    noisy = joints + 0.04 * torch.randn(joints.shape, generator=torch.Generator().manual_seed(8), dtype=joints.dtype)
+    solver = _solver_like(robust, prior=ShapePrior(noise_mm=given))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        solution = solver.solve(noisy)
+    assert solution.suspicious.sum() <= 2  # of 736 joints (a per-frame noise estimate can come out low)
+    assert implausible_bones(SMPL_TREE, solution.rest, root_relative(SMPL_TREE, noisy)).sum() > 20  # by ratio alone
+
+
+def test_a_displaced_root_is_placed_by_its_rigid_group(smpl):
+    # exact joints away from the origin, the root alone moved by 5 cm: the rigid fit of the root and its children puts
+    # the body's root back near the truth, and the solution's joints where the input's (exact) other joints are
+    body, _, robust, _ = smpl
+    sample = sample_smpl_poses(4, seed=30)
+    with torch.no_grad():
+        out = body(torch.as_tensor(sample.pose), torch.as_tensor(sample.betas[:, :10]))
+    joints = out.joints + torch.tensor([0.3, -0.2, 1.0], dtype=torch.float64)
+    moved = joints.clone()
+    moved[:, 0] += torch.tensor([0.05, 0.0, 0.0], dtype=torch.float64)
+    solution = robust.solve(moved)
+    root = solution.translation + body.rest_joints(solution.betas)[:, 0]
+    assert (root - joints[:, 0]).norm(dim=-1).max() < 0.025
+    placed = solution.refined + root[:, None]
+    assert (placed - joints)[:, 1:].norm(dim=-1).mean() < 0.01
+
+
+def test_the_orientation_fit_reaches_pr_c_ik_without_pr_c_and_twist_solve(smpl):
+    body, _, robust, _ = smpl
+    _, joints, _ = _skeletons(body, 4, seed=25)
+    noisy = joints + 0.01 * torch.randn(joints.shape, generator=torch.Generator().manual_seed(4), dtype=joints.dtype)
+    rigid = robust.solve(noisy)
+    directions = _solver_like(robust, orientation_fit="directions").solve(noisy)
+    assert (rigid.refined - directions.refined).abs().amax() > 1e-4  # PR-C orients the pelvis by the asked fit
+    unrefined = robust.solve(noisy, refine=False)
+    root = rigid_group_rotation(SMPL_TREE, 0, unrefined.rest, unrefined.refined)
+    torch.testing.assert_close(unrefined.rotmats[:, 0], root, rtol=0, atol=1e-12)
+    identity = [torch.tensor([1.0, 0.0], dtype=joints.dtype).expand(4, len(p.twist_joints), 2) for p in SMPL_TREE.parts]
+    mixed = robust.twist_solve(rigid, noisy, identity)
+    root = rigid_group_rotation(SMPL_TREE, 0, rigid.rest, root_relative(SMPL_TREE, noisy))
+    torch.testing.assert_close(mixed.rotmats[:, 0], root, rtol=0, atol=1e-12)
+
+
+def test_solve_shares_one_shape_per_sequence(smpl):
+    body, paper, robust, _ = smpl
+    _, joints, _ = _skeletons(body, 4, seed=26)
+    noisy = joints + 0.01 * torch.randn(joints.shape, generator=torch.Generator().manual_seed(6), dtype=joints.dtype)
+    for solver in (paper, robust):
+        betas = solver.solve(noisy, groups=torch.tensor([3, 3, 8, 8])).betas
+        assert torch.equal(betas[0], betas[1]) and torch.equal(betas[2], betas[3])
+        assert (betas[0] - betas[2]).abs().amax() > 1e-3

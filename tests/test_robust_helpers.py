@@ -89,3 +89,39 @@ def test_implausible_bones_are_the_ones_outside_half_to_twice_their_rest_length(
     assert noisy[0].nonzero().flatten().tolist() == [4, 18]  # 51 / 101 mm off, 5 sigma = 49.5 mm
     quiet = implausible_bones(SMPL_TREE, rest, _line_skeleton(lengths), torch.tensor([7.5], dtype=torch.float64))
     assert quiet[0].nonzero().flatten().tolist() == [18]  # 5 sigma = 53.0 mm: the short bone is within the noise
+
+
+def test_sequence_mean_with_more_columns_than_sequences():
+    values = torch.tensor([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0], [10.0, 0.0, 1.0]], dtype=torch.float64)
+    expected = np.array([[2.0, 3.0, 4.0], [2.0, 3.0, 4.0], [10.0, 0.0, 1.0]])
+    np.testing.assert_allclose(sequence_mean(values, torch.tensor([0, 0, 1])).numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_suspicious_report_reads_exactly():
+    mask = torch.zeros(9, SMPL_TREE.num_joints, dtype=torch.bool)
+    at_origin = torch.zeros_like(mask)
+    mask[1, 18] = at_origin[1, 18] = True
+    mask[1, 20] = True
+    mask[2:9, 4] = True  # 8 frames: exactly the limit, all listed, no "more frames"
+    head = f"suspicious input joints (at the origin, or a bone under {SUSPICIOUS_SHORT} / over {SUSPICIOUS_LONG} "
+    head += "times its rest length beyond the joint noise) in 8 frame(s), "
+    knees = "; ".join(f"frame {b}: left_knee" for b in range(2, 9))
+    listed = f"frame 1: left_elbow (at the origin), left_wrist; {knees}"
+    warn = "used as given; treat them as missing with MODEL.ROBUST.SUSPICIOUS 'fill' "
+    warn += "(lib.api.load_solver(..., suspicious='fill'))"
+    assert suspicious_message(SMPL_TREE, mask, at_origin, filled=False) == f"{head}{warn}: {listed}"
+    fill = "treated as missing: filled from the rest skeleton under the parent's rotation"
+    assert suspicious_message(SMPL_TREE, mask, at_origin, filled=True) == f"{head}{fill}: {listed}"
+
+
+def test_a_missing_joint_hangs_under_rotations_of_the_asked_orientation_fit():
+    # on noisy joints the rigid-group and the two-direction rule orient spine3 differently, and the elbow, hanging
+    # from the shoulder under the collar's global rotation, follows the fit asked for
+    rest, rotmats = _exact_skeleton(seed=8)
+    truth = posed_skeleton(SMPL_TREE, rotmats, rest)
+    noisy = truth + 0.01 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    missing = torch.zeros(truth.shape[:2], dtype=torch.bool)
+    missing[:, 18] = True
+    rigid = fill_missing(SMPL_TREE, rest, noisy, missing, "rigid")
+    directions = fill_missing(SMPL_TREE, rest, noisy, missing, "directions")
+    assert (rigid[:, 18] - directions[:, 18]).norm(dim=-1).min() > 1e-4

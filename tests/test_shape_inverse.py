@@ -134,3 +134,84 @@ def test_config_uses_a_given_skeleton_2_beta_file(tmp_path):
     cfg = get_cfg("configs/smpl/open_eval.yaml", ["DATA.SKELETON_2_BETA", str(path)])
     solver = build_solver(cfg, build_body_model(cfg, torch.device("cpu")))
     assert np.allclose(solver.shape_inverse.matrix.numpy(), matrix[:, :10])
+
+
+# ---------------------------------------------------------------- small exact cases (mutation-testing survivors)
+def _t_pose_inverse():
+    """A Shape Inverse of the SMPL tree on a T-pose rest skeleton (the matrix is not read by the noise helpers)."""
+    from conftest import t_pose_skeleton
+
+    rest = t_pose_skeleton(SMPL_TREE)
+    return ShapeInverse(SMPL_TREE, torch.ones(len(SMPL_TREE.bone_groups), 3, dtype=torch.float64), rest), rest
+
+
+def _lengthen_left_bones(rest, extra_mm):
+    """(F, J, 3) copies of ``rest`` where frame f's first bone of every left/right pair is ``extra_mm[f]`` longer:
+    the bone's end and everything below it slide along the bone, so no other bone changes."""
+    frames = rest[None].repeat(len(extra_mm), 1, 1)
+    for group in (g for g in SMPL_TREE.bone_groups if len(g) == 2):
+        end = group[0]
+        below = {end}
+        for j in range(SMPL_TREE.num_joints):  # parents precede children in slot order
+            if SMPL_TREE.parents[j] in below:
+                below.add(j)
+        direction = rest[end] - rest[SMPL_TREE.parents[end]]
+        step = direction / direction.norm()
+        for f, extra in enumerate(extra_mm):
+            frames[f, sorted(below)] += extra / 1000.0 * step
+    return frames
+
+
+def test_a_wrong_size_matrix_is_refused_with_its_row_count():
+    rows = len(SMPL_TREE.bone_groups) + 1
+    with pytest.raises(ValueError, match=rf"has {rows} rows; the smpl tree has {rows - 1} bone lengths"):
+        ShapeInverse(SMPL_TREE, torch.zeros(rows, 10, dtype=torch.float64), torch.zeros(24, 3, dtype=torch.float64))
+
+
+def test_noise_pairs_are_every_left_right_bone_pair():
+    inverse, _ = _t_pose_inverse()
+    pairs = [(inverse.bone_ends[a], inverse.bone_ends[b]) for a, b in inverse.pairs]
+    assert pairs == [tuple(g) for g in SMPL_TREE.bone_groups if len(g) == 2]  # the last group, (22, 23), included
+
+
+def test_noise_estimate_of_an_exact_left_right_disagreement():
+    # every left bone d mm longer than its right twin: each pair differs by exactly d, so the variance estimate is
+    # d^2 / (4 * median of chi-square(1)) = d^2 / (4 * 0.45494)
+    inverse, rest = _t_pose_inverse()
+    frames = _lengthen_left_bones(rest, [2.0, 3.0, 4.0])
+    expected = torch.tensor([2.0, 3.0, 4.0], dtype=torch.float64) / (4 * 0.45494) ** 0.5
+    torch.testing.assert_close(inverse.estimate_noise_mm(frames), expected, rtol=1e-9, atol=0)
+    # one sequence: every frame gets the sequence's median (none is over 4x its variance)
+    pooled = inverse.estimate_noise_mm(frames, torch.tensor([7, 7, 7]))
+    torch.testing.assert_close(pooled, expected[1].expand(3), rtol=1e-9, atol=0)
+
+
+def test_noise_debiasing_at_most_halves_a_bone():
+    inverse, rest = _t_pose_inverse()
+    lengths = inverse.single_bone_lengths(rest[None])
+    debiased = inverse.debiased_lengths(rest[None], torch.tensor([1e4], dtype=torch.float64))
+    torch.testing.assert_close(debiased, 0.5 * lengths, rtol=1e-12, atol=0)
+
+
+def test_regularised_shape_uses_the_pooled_noise_of_a_sequence():
+    # with groups and no given noise, all frames of a sequence share the sequence's noise estimate (here 3 mm / 1.349)
+    from lib.solver.shape_inverse import ShapePrior
+
+    inverse, rest = _t_pose_inverse()
+    frames = _lengthen_left_bones(rest, [2.0, 3.0, 4.0])
+    one = torch.zeros(3, dtype=torch.long)
+    estimated = inverse.regularised(frames, ShapePrior(), one)
+    given = inverse.regularised(frames, ShapePrior(noise_mm=3.0 / (4 * 0.45494) ** 0.5), one)
+    torch.testing.assert_close(estimated, given, rtol=0, atol=1e-12)
+
+
+def test_bone_length_model_samples_betas_with_the_given_sigma():
+    seen = []
+
+    def rest_joints(betas):
+        seen.append(betas)
+        return torch.zeros(betas.shape[0], 24, 3, dtype=betas.dtype)
+
+    fit_bone_length_model(SMPL_TREE, rest_joints, num_betas=4, num_samples=4000, sigma=1.5)
+    assert seen[0].shape == (4000, 4)
+    assert seen[0].std().item() == pytest.approx(1.5, rel=0.05)

@@ -103,3 +103,22 @@ def test_pose_groups_are_laid_out_consecutively():
         ("body_pose", 1, 4),
         ("jaw_pose", 4, 6),
     ]
+
+
+def test_a_joint_that_is_its_own_parent_is_refused():
+    parents = list(SMPL_TREE.parents)
+    parents[4] = 4
+    assert "slot 4 must have a skeleton parent with a smaller index" in _broken(SMPL_TREE, parents=tuple(parents))
+
+
+@pytest.mark.parametrize("tree, joint", [(SMPL_TREE, 10), (SMPLX_TREE, 55)], ids=["leaf", "outside-skeleton"])
+def test_a_two_direction_joint_without_children_is_refused(tree, joint):
+    # the SMPL left foot has no child; SMPL-X slot 55 is not in the skeleton at all
+    spec = dataclasses.replace(tree.two_direction[0], joint=joint)
+    message = _broken(tree, two_direction=tree.two_direction + (spec,))
+    assert f"two-direction joint {joint} must use its own children" in message
+
+
+def test_joint_names_must_name_every_slot():
+    message = _broken(SMPL_TREE, joint_names=SMPL_TREE.joint_names[:-1])
+    assert message == "smpl: 23 joint names for 24 slots"
