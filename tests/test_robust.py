@@ -329,3 +329,38 @@ def test_solve_shares_one_shape_per_sequence(smpl):
         betas = solver.solve(noisy, groups=torch.tensor([3, 3, 8, 8])).betas
         assert torch.equal(betas[0], betas[1]) and torch.equal(betas[2], betas[3])
         assert (betas[0] - betas[2]).abs().amax() > 1e-3
+
+
+def test_every_two_direction_joint_uses_the_rigid_fit_in_analyik_and_mixik(smpl):
+    """Robust mode: spine3 (not only the root) is oriented by its rigid group, in AnalyIK and in the MixIK pass, and
+    the MixIK solution still reports the suspicious joints. Without PR-C: on PR-C's output spine3's children sit
+    rigidly where its fit put them, so both fits agree there."""
+    from lib.kinematics.skeleton import global_rotations
+
+    body, _, robust, _ = smpl
+    _, joints, _ = _skeletons(body, 4, seed=27)
+    noisy = joints + 0.01 * torch.randn(joints.shape, generator=torch.Generator().manual_seed(7), dtype=joints.dtype)
+
+    def identity_twists(seen, betas):  # MixIK with zero twists: the same rotations as AnalyIK, from the second pass
+        return [
+            torch.tensor([1.0, 0.0], dtype=seen.dtype).expand(len(seen), len(p.twist_joints), 2)
+            for p in SMPL_TREE.parts
+        ]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        solution = robust.solve(noisy, identity_twists, refine=False)
+    spine3 = next(j for j in SMPL_TREE.two_direction_by_joint if j != SMPL_TREE.root)
+    for rotmats in (solution.analytic_rotmats, solution.rotmats):
+        parent = global_rotations(SMPL_TREE, rotmats)[SMPL_TREE.parents[spine3]]
+        expected = rigid_group_rotation(SMPL_TREE, spine3, solution.rest, solution.refined, parent)
+        torch.testing.assert_close(rotmats[:, spine3], expected, rtol=0, atol=1e-10)
+        directions = two_direction_rotation(SMPL_TREE, spine3, solution.rest, solution.refined, parent)
+        assert (rotmats[:, spine3] - directions).abs().amax() > 1e-4  # the two fits differ on noisy joints
+    assert solution.suspicious is not None and solution.suspicious.shape == (4, SMPL_TREE.num_joints)
+
+
+def test_an_unknown_orientation_fit_is_named():
+    rest = t_pose_skeleton(SMPL_TREE)[None]
+    with pytest.raises(ValueError, match="unknown orientation fit 'procrustes'; use one of"):
+        two_direction_rotation(SMPL_TREE, SMPL_TREE.root, rest, rest, fit="procrustes")

@@ -7,6 +7,7 @@ import roma
 import torch
 
 from lib.kinematics.rotations import (
+    any_perpendicular,
     minimal_rotation,
     rotation_about_axis,
     rotmat_to_axis_angle,
@@ -138,3 +139,14 @@ def test_quaternion_table_is_the_rotation_matrix_of_the_quaternion():
     quat = roma.random_unitquat(64, dtype=torch.float64)
     outer = (quat[:, :, None] * quat[:, None, :]).flatten(-2)
     torch.testing.assert_close((outer @ table).unflatten(-1, (3, 3)), roma.unitquat_to_rotmat(quat), rtol=0, atol=1e-12)
+
+
+def test_perpendiculars_and_half_turns_of_a_batch_of_three():
+    """A leading dimension of size 3 must not be mistaken for the vector axis (torch.cross without ``dim`` takes the
+    first dimension of size 3)."""
+    v = torch.tensor([[1.0, 2.0, 0.5], [0.0, 0.0, 1.0], [-3.0, 0.1, 0.2]], dtype=D)
+    p = any_perpendicular(v)
+    assert torch.allclose((p * v).sum(-1), torch.zeros(3, dtype=D), atol=1e-12)
+    assert torch.allclose(p.norm(dim=-1), torch.ones(3, dtype=D), atol=1e-12)
+    r = minimal_rotation(v, -v)  # anti-parallel: a half turn about a perpendicular axis
+    assert torch.allclose(apply(r, v), -v, atol=1e-9)
