@@ -14,6 +14,26 @@ if str(ROOT) not in sys.path:
 from lib.kinematics.skeleton import forward_kinematics  # noqa: E402
 from lib.kinematics.tree import SMPL_TREE, SMPLX_TREE  # noqa: E402
 
+OPEN_SMPL = ROOT / "data/open/smpl/OPEN_SMPL_NEUTRAL.npz"
+
+
+def write_amass_dbs(db_dir, train, test):
+    """Tiny SMPL train and test dbs in the official layout, named as AMASS, from the synthetic sampler on the open
+    model: ``train`` / ``test`` are (samples, seed). Returns ``db_dir``."""
+    from lib.data.db import write_db
+    from lib.data.synthetic import make_synthetic_db
+
+    for split, (n, seed) in (("train", train), ("test", test)):
+        write_db(
+            db_dir / f"amass_{split}_db.pt", make_synthetic_db("smpl", n, seed, str(OPEN_SMPL), split=split), "smpl"
+        )
+    return db_dir
+
+
+def amass_options(db_dir):
+    """Config overrides that train and validate on the AMASS-named dbs of :func:`write_amass_dbs`."""
+    return ["DATA.DB_DIR", str(db_dir), "TRAIN.DATASETS_3D", "['AMASS']", "TRAIN.DATASET_EVAL", "AMASS"]
+
 
 def t_pose_skeleton(tree, dtype=torch.float64):
     """A T-pose-like rest skeleton built only from the tree: limbs straight along +-x / -y, trunk along +y.

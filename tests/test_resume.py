@@ -4,35 +4,23 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import amass_options, write_amass_dbs
 
-from lib.core.config import REPO_ROOT
 from lib.core.smpl.config import get_cfg
-from lib.data.db import write_db
-from lib.data.synthetic import make_synthetic_db
 from lib.engine.cli import train_config
 from lib.engine.trainer import Trainer
-
-OPEN_SMPL = REPO_ROOT / "data/open/smpl/OPEN_SMPL_NEUTRAL.npz"
 
 
 @pytest.fixture(scope="module")
 def tiny_dbs(tmp_path_factory):
-    db_dir = tmp_path_factory.mktemp("db")
-    write_db(db_dir / "amass_train_db.pt", make_synthetic_db("smpl", 40, 21, str(OPEN_SMPL), split="train"), "smpl")
-    write_db(db_dir / "amass_test_db.pt", make_synthetic_db("smpl", 16, 22, str(OPEN_SMPL), split="test"), "smpl")
-    return db_dir
+    return write_amass_dbs(tmp_path_factory.mktemp("db"), train=(40, 21), test=(16, 22))
 
 
 def _opts(db_dir, logdir, end_epoch):
     # dropout, a shuffled db (5 batches, 3 used per epoch), Adam and a scheduler that lowers the lr every epoch
     # without improvement: everything whose state a resumed run must restore
     return [
-        "DATA.DB_DIR",
-        str(db_dir),
-        "TRAIN.DATASETS_3D",
-        "['AMASS']",
-        "TRAIN.DATASET_EVAL",
-        "AMASS",
+        *amass_options(db_dir),
         "TRAIN.BATCH_SIZE",
         "8",
         "TRAIN.MAX_STEPS_PER_EPOCH",

@@ -9,15 +9,13 @@ import sys
 
 import pytest
 import torch
+from conftest import amass_options, write_amass_dbs
 
 from lib.core.config import REPO_ROOT
-from lib.data.db import write_db
-from lib.data.synthetic import make_synthetic_db
 from lib.kinematics.tree import SMPL_TREE
 from lib.models.checkpoint import save_checkpoint
 from lib.models.pan import PartAwareNetwork
 
-OPEN_SMPL = REPO_ROOT / "data/open/smpl/OPEN_SMPL_NEUTRAL.npz"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
@@ -30,10 +28,7 @@ def run_script(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def tiny_dbs(tmp_path_factory):
     """64-sample test and 96-sample train dbs in the official SMPL layout, named as AMASS."""
-    db_dir = tmp_path_factory.mktemp("db")
-    write_db(db_dir / "amass_test_db.pt", make_synthetic_db("smpl", 64, 11, str(OPEN_SMPL), split="test"), "smpl")
-    write_db(db_dir / "amass_train_db.pt", make_synthetic_db("smpl", 96, 12, str(OPEN_SMPL), split="train"), "smpl")
-    return db_dir
+    return write_amass_dbs(tmp_path_factory.mktemp("db"), train=(96, 12), test=(64, 11))
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +120,7 @@ def _train_args(db_dir, out, *extra):
     return [
         "--cfg",
         "configs/smpl/open_train.yaml",
-        "DATA.DB_DIR",
-        str(db_dir),
-        "TRAIN.DATASETS_3D",
-        "['AMASS']",
-        "TRAIN.DATASET_EVAL",
-        "AMASS",
+        *amass_options(db_dir),
         "OUTPUT_DIR",
         str(out),
         "TRAIN.BATCH_SIZE",

@@ -62,26 +62,19 @@ def test_theta_loss_is_zero_for_the_oracle_twists():
 
 def test_trainer_stops_on_a_nan_loss(tmp_path, monkeypatch):
     import pytest
+    from conftest import amass_options, write_amass_dbs
 
     from lib.core.smpl.config import get_cfg
-    from lib.data.db import write_db
     from lib.engine import trainer as trainer_module
     from lib.engine.losses import StepOutput
 
     db_dir = tmp_path / "db"
-    for split, seed in (("train", 1), ("test", 2)):
-        write_db(
-            db_dir / f"amass_{split}_db.pt", make_synthetic_db("smpl", 32, seed, str(OPEN_SMPL), split=split), "smpl"
-        )
+    db_dir.mkdir()
+    write_amass_dbs(db_dir, train=(32, 1), test=(32, 2))
     cfg = get_cfg(
         "configs/smpl/open_train.yaml",
         [
-            "DATA.DB_DIR",
-            str(db_dir),
-            "TRAIN.DATASETS_3D",
-            "['AMASS']",
-            "TRAIN.DATASET_EVAL",
-            "AMASS",
+            *amass_options(db_dir),
             "TRAIN.BATCH_SIZE",
             "8",
             "LOGDIR",
