@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from lib.data.db import SPLITS  # noqa: E402
 from lib.data.synthetic import DEFAULT_SEEDS, ensure_synthetic_db, synthetic_db_path  # noqa: E402
 
 DEFAULT_MODELS = {"smpl": "data/open/smpl/OPEN_SMPL_NEUTRAL.npz", "smplx": "data/open/smplx/OPEN_SMPLX_NEUTRAL.npz"}
@@ -37,7 +38,7 @@ def _resolve(path: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--body", choices=("smpl", "smplx"), required=True)
-    parser.add_argument("--split", choices=("train", "test", "val"), required=True)
+    parser.add_argument("--split", choices=SPLITS, required=True)
     parser.add_argument("--n", type=int, required=True, help="number of frames")
     parser.add_argument(
         "--seed",

@@ -79,6 +79,7 @@ DB_NAMES = {
     "MOTIONX": "motionx",
 }
 # Other spellings found in the official download: the AMASS test file and the SMPL-X db directory.
+SPLITS = ("train", "test", "val")  # val: only the generated synthetic dbs have one (training's validation db)
 _ALT_FILES = {"amass": ("amss",)}
 _ALT_DIRS = {"smplxiks_db": "smpxliks_db", "smpxliks_db": "smplxiks_db"}
 NUM_POSE_JOINTS = {name: tree.num_pose_joints for name, tree in TREES.items()}
@@ -122,8 +123,8 @@ def db_path(db_dir: str | os.PathLike, name: str, split: str, must_exist: bool =
     """``<db_dir>/<stem>_<split>_db.pt``, accepting the official download's other spellings (``amss_test_db.pt``
     for AMASS, the directory ``smpxliks_db`` for ``smplxiks_db`` and back). Raises FileNotFoundError naming the
     config keys when nothing exists and ``must_exist``."""
-    if split not in ("train", "test", "val"):
-        raise ValueError(f"split must be 'train', 'test' or 'val', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     stem = db_stem(name)
     db_dir = Path(db_dir)
     dirs = [db_dir]

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lib.data.db import SMPLX_DB_POSE_KEYS, write_db
+from lib.data.db import SMPLX_DB_POSE_KEYS, SPLITS, write_db
 from lib.data.synthetic.sampler import sample_smpl_poses, sample_smplx_poses
 from lib.data.synthetic.twist_labels import compute_twist_angles
 from lib.io.safe_io import atomic_write, file_digest
@@ -20,8 +20,7 @@ SYNTHETIC_FORMAT_VERSION = 2  # 2: real-motion twist ranges (elbow pronation, no
 # Default seeds per split; the split name is mixed into the random stream as well, so train and test differ even
 # with equal seeds, and their vid_names carry the split, so they can never collide.
 # 'val' is the validation split training selects its checkpoints on, so that the test split stays unseen.
-DEFAULT_SEEDS = {"train": 1, "test": 2, "val": 3}
-_SPLIT_CODE = {"train": 0, "test": 1, "val": 2}
+DEFAULT_SEEDS = {split: k + 1 for k, split in enumerate(SPLITS)}  # train 1, test 2, val 3
 
 
 def _load_body_model(body: str, body_model: Any, kid_template_path: str | os.PathLike | None):
@@ -53,15 +52,20 @@ def make_synthetic_db(
     """
     if body not in TREES:
         raise ValueError(f"body must be 'smpl' or 'smplx', got {body!r}")
-    if split not in _SPLIT_CODE:
-        raise ValueError(f"split must be one of {sorted(_SPLIT_CODE)}, got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     model = _load_body_model(body, body_model, kid_template_path)
     with torch.no_grad():
         zero = torch.zeros(1, model.num_betas, dtype=model.dtype, device=model.device)
         rest = model.rest_joints(zero)[0].to(torch.float64).cpu().numpy()
     sampler = sample_smpl_poses if body == "smpl" else sample_smplx_poses
     poses = sampler(
-        n, seed, kids=kids, vid_prefix=f"synthetic_{body}_{split}_s{seed}", salt=(_SPLIT_CODE[split],), rest_joints=rest
+        n,
+        seed,
+        kids=kids,
+        vid_prefix=f"synthetic_{body}_{split}_s{seed}",
+        salt=(SPLITS.index(split),),
+        rest_joints=rest,
     )
     pose32 = poses.pose.astype(np.float32)
     betas32 = poses.betas.astype(np.float32)
