@@ -165,7 +165,8 @@ def main() -> None:
     body = build_body_model(cfg, device)
     solver = build_solver(cfg, body)
     network = build_network(cfg, device, "MODEL.PRETRAINED").eval()
-    # the same weights with bfloat16 matrix products (MODEL.MLP.MATMUL_PRECISION), if this torch has the option
+    # the same weights with bfloat16 matrix products (MODEL.MLP.MATMUL_PRECISION); absent in older commits of this
+    # code, which the bench also measures (before/after)
     network_bf16 = copy.deepcopy(network)
     has_bf16 = hasattr(network_bf16, "set_matmul_precision")
     if has_bf16:
