@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 from make_open_body_model import inside_mesh  # noqa: E402  (pure numpy; anny is imported only when generating)
 
-from lib.models.body_model import BodyModel, load_body_model_data  # noqa: E402
+from lib.models.body_model import VERTEX_JOINT_NAMES, BodyModel, load_body_model_data  # noqa: E402
 
 MODEL = ROOT / "data/open/smplx/OPEN_SMPLX_NEUTRAL.npz"
 KID = ROOT / "data/open/smplx/open_smplx_kid_template.npy"
@@ -29,29 +29,6 @@ SMPL_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17
 FINGERS = ("index", "middle", "pinky", "ring", "thumb")  # SMPL-X slot order, 3 joints each
 TIPS = ("thumb", "index", "middle", "ring", "pinky")  # vertex joints 66-70 (left), 71-75 (right)
 SIDES = (("L", 1.0, 20, 25, 66), ("R", -1.0, 21, 40, 71))  # side, sign of x, wrist, first finger, tip
-VID_NAMES = (
-    "nose",
-    "reye",
-    "leye",
-    "rear",
-    "lear",
-    "LBigToe",
-    "LSmallToe",
-    "LHeel",
-    "RBigToe",
-    "RSmallToe",
-    "RHeel",
-    "lthumb",
-    "lindex",
-    "lmiddle",
-    "lring",
-    "lpinky",
-    "rthumb",
-    "rindex",
-    "rmiddle",
-    "rring",
-    "rpinky",
-)
 
 
 def slots(first: int, finger: str) -> list:
@@ -151,7 +128,7 @@ def test_format(data):
         assert a.dtype.kind in "fiu", f"{k} is not a plain numeric array ({a.dtype})"
         assert np.isfinite(a).all() if a.dtype.kind == "f" else True
     vids = {k[4:]: int(v) for k, v in data.items() if k.startswith("vid_")}
-    assert set(vids) == set(VID_NAMES)
+    assert set(vids) == set(VERTEX_JOINT_NAMES)  # the vertex joints the loader reads
     assert all(0 <= i < V for i in vids.values()) and len(set(vids.values())) == 21
 
 
