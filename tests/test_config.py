@@ -64,6 +64,7 @@ def yaml_files(tmp_path_factory):
         (("MODEL.MLP", "3"), "MODEL.MLP (command line) is a group of keys"),
         (("MODEL.PR_VARIANT", "v3"), "MODEL.PR_VARIANT='v3'"),
         (("MODEL.MLP.MATMUL_PRECISION", "float16"), "MODEL.MLP.MATMUL_PRECISION='float16': use 'float32' or"),
+        (("MODEL.MLP.DROPOUT", "1.0"), "MODEL.MLP.DROPOUT=1.0: a probability in [0, 1)"),
         (("TRAIN.END_EPOCH",), "KEY VALUE pairs"),
         (("--cfg", "{dir}/missing.yaml"), "config file not found"),
     ],

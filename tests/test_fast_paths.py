@@ -182,6 +182,15 @@ def test_config_sets_the_matmul_precision():
     assert build_network(cfg, cpu).matmul_precision == "bfloat16"
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.35])
+def test_config_sets_the_dropout_of_every_dense_layer(dropout):
+    cfg = get_cfg(None, ["MODEL.MLP.DROPOUT", dropout])
+    network = build_network(cfg, torch.device("cpu"))
+    rates = [m.p for m in network.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(rates) == 3 * 8 and set(rates) == {dropout}  # 3 parts x (2 embeddings + 3 blocks of 2 layers)
+    assert get_cfg(None, []).MODEL.MLP.DROPOUT == 0.2  # the paper's
+
+
 def test_low_latency_solver_equals_solve(open_smpl):
     body, solver = open_smpl
     network = _randomised_network(solver.tree)

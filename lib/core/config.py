@@ -83,6 +83,9 @@ _C.MODEL.MLP.EMBED_DIM = 256  # PAN hidden width H (the concat width 2H-256 must
 # PAN inference matrix products: 'float32' (exact) or 'bfloat16' (about 4x faster network on CPUs with native
 # bfloat16 products; twists within ~0.2 degrees on average, docs/speed.md). Training is unaffected.
 _C.MODEL.MLP.MATMUL_PRECISION = "float32"
+# Dropout after every dense layer of the PAN while training (0.2, the paper's). The open checkpoints' last stages use
+# 0: on a million generated frames the network under-fits rather than over-fits. No weights depend on it.
+_C.MODEL.MLP.DROPOUT = 0.2
 
 _C.EVAL = CN()
 _C.EVAL.MAX_SAMPLES = 0  # evaluate at most this many samples; 0 = all
@@ -278,6 +281,8 @@ def validate(cfg: CN) -> None:
         )
     if cfg.MODEL.MLP.MATMUL_PRECISION not in ("float32", "bfloat16"):
         raise ConfigError(f"MODEL.MLP.MATMUL_PRECISION={cfg.MODEL.MLP.MATMUL_PRECISION!r}: use 'float32' or 'bfloat16'")
+    if not 0.0 <= cfg.MODEL.MLP.DROPOUT < 1.0:
+        raise ConfigError(f"MODEL.MLP.DROPOUT={cfg.MODEL.MLP.DROPOUT}: a probability in [0, 1) (the paper's is 0.2)")
     if cfg.MODEL.PR_VARIANT not in ("v1", "v2", "none"):
         raise ConfigError(f"MODEL.PR_VARIANT={cfg.MODEL.PR_VARIANT!r}: use 'v1', 'v2' or 'none'")
     if cfg.MODEL.TEMPORAL_TYPE != "mlp":

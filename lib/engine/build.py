@@ -177,7 +177,7 @@ def load_config_checkpoint(cfg: CfgNode, config_key: str) -> dict:
 def build_network(cfg: CfgNode, device: torch.device, weights_key: str | None = None) -> PartAwareNetwork:
     """The Part-aware Network, with the weights of the checkpoint named by the config key ``weights_key``
     (e.g. 'MODEL.PRETRAINED') when given."""
-    network = PartAwareNetwork(tree_for(cfg), embed_dim=cfg.MODEL.MLP.EMBED_DIM)
+    network = PartAwareNetwork(tree_for(cfg), embed_dim=cfg.MODEL.MLP.EMBED_DIM, dropout=cfg.MODEL.MLP.DROPOUT)
     network.set_matmul_precision(cfg.MODEL.MLP.MATMUL_PRECISION)
     if weights_key:
         load_pan_weights(network, load_config_checkpoint(cfg, weights_key))
