@@ -83,8 +83,8 @@ _C.MODEL.MLP.EMBED_DIM = 256  # PAN hidden width H (the concat width 2H-256 must
 # PAN inference matrix products: 'float32' (exact) or 'bfloat16' (about 4x faster network on CPUs with native
 # bfloat16 products; twists within ~0.2 degrees on average, docs/speed.md). Training is unaffected.
 _C.MODEL.MLP.MATMUL_PRECISION = "float32"
-# Dropout after every dense layer of the PAN while training (0.2, the paper's). The open checkpoints' last stages use
-# 0: on a million generated frames the network under-fits rather than over-fits. No weights depend on it.
+# Dropout after every dense layer of the PAN while training (0.2, the paper's). The open checkpoints' last runs use 0
+# with millions of generated frames (configs/<body>/open_train.yaml). No weights depend on it.
 _C.MODEL.MLP.DROPOUT = 0.2
 
 _C.EVAL = CN()
