@@ -64,6 +64,36 @@ def evaluate_batch(
     return {**out, **join_batches(metrics)}
 
 
+@torch.no_grad()
+def twist_error_breakdown(body_model: BodyModel, solver: SkeletonSolver, batch: dict, network) -> dict[str, Tensor]:
+    """Where MixIK's mesh error comes from: per-sample MPVE (B,) mm with some of the network's twists replaced by the
+    db's ground truth, everything else as evaluation runs it (the network reads the canonical AnalyIK skeleton,
+    MixIK aims at the PR-C joints).
+
+    Keys: 'network' (no twist replaced: MixIK), each twist joint's name in ``tree.joint_names`` (that twist alone),
+    'part:<name>' (the part's twists), 'all' (every twist: the oracle on the refined joints).
+    """
+    tree = solver.tree
+    target = root_relative(tree, body_model.posed_joints(batch["pose"], batch["betas"]))
+    solution = solver.solve(target, network)
+    predicted, true = list(solution.phis), part_phis(tree, batch["twist_angle"])
+
+    def replaced(p: int, phis: Tensor) -> list[Tensor]:
+        return [phis if q == p else phi for q, phi in enumerate(predicted)]
+
+    variants = {"network": predicted}
+    for p, part in enumerate(tree.parts):
+        for k, joint in enumerate(part.twist_joints):
+            mixed = predicted[p].clone()
+            mixed[:, k] = true[p][:, k]
+            variants[tree.joint_names[joint]] = replaced(p, mixed)
+        variants[f"part:{part.name}"] = replaced(p, true[p])
+    variants["all"] = true
+    rotations = {name: solver.twist_solve(solution, solution.refined, phis).rotmats for name, phis in variants.items()}
+    metrics = mesh_metrics(body_model, tree, rotations, batch["pose"], batch["betas"], solution.betas, target)
+    return {name: metrics[f"{name}_mpve"] for name in variants}
+
+
 def mesh_metrics(
     body_model: BodyModel,
     tree: KinematicTree,
