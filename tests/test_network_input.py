@@ -75,9 +75,12 @@ def test_network_sees_the_canonical_skeleton_whatever_the_global_orientation(bod
     torch.testing.assert_close(turned_betas, betas, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("checkpoint", ["model_best.pth.tar", "model_synthetic_only.pth.tar"])
 @pytest.mark.parametrize("body", ["smpl", "smplx"])
-def test_shipped_checkpoint_mixik_beats_analyik(body):
+def test_shipped_checkpoint_mixik_beats_analyik(body, checkpoint):
     cfg, body_model, solver = _setup(body, torch.float32)
+    cfg.defrost()
+    cfg.MODEL.PRETRAINED = f"data/open/{body}/pretrained_model/{checkpoint}"
     network = build_network(cfg, torch.device("cpu"), "MODEL.PRETRAINED").eval()
     batch = _batch(body, body_model, 256, seed=5)
     out = evaluate_batch(body_model, solver, batch, network, oracle_on_refined=cfg.EVAL.ORACLE_ON_REFINED)
