@@ -25,9 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.core.config import resolve_path  # noqa: E402
-from lib.core.smpl.config import get_cfg as smpl_cfg  # noqa: E402
-from lib.core.smplx.config import get_cfg as smplx_cfg  # noqa: E402
+from lib.core.config import config_factory, resolve_path  # noqa: E402
 from lib.data.db import PoseDataset  # noqa: E402
 from lib.engine.build import build_body_model, build_dataset, build_network, build_solver  # noqa: E402
 from lib.engine.metrics import mpjpe, mpve  # noqa: E402
@@ -166,7 +164,7 @@ def main(argv=None) -> None:
     if args.samples < 1 or min(args.sigmas) < 0:
         parser.error("--samples must be >= 1 and every sigma >= 0")
 
-    get_cfg = smpl_cfg if args.body == "smpl" else smplx_cfg
+    get_cfg = config_factory(args.body)
     opts = (
         []
         if args.checkpoint == "default"

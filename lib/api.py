@@ -23,6 +23,7 @@ from torch import Tensor
 from tqdm import tqdm
 from yacs.config import CfgNode
 
+from lib.core.config import config_factory
 from lib.data.user_joints import default_order, load_joint_order, skeleton_bones, to_slots
 from lib.engine.build import build_body_model, build_network, build_solver
 from lib.engine.threads import apply_thread_policy, map_chunks
@@ -45,14 +46,6 @@ log = logging.getLogger(__name__)
 BODY_ALIASES = {"smpl": "smpl", "smplx": "smplx", "smpl-x": "smplx", "smpl_x": "smplx"}
 UNIT_SCALE = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 MM_PER_M = 1000.0
-
-
-def _config_factory(body: str):
-    if body == "smpl":
-        from lib.core.smpl.config import get_cfg
-    else:
-        from lib.core.smplx.config import get_cfg
-    return get_cfg
 
 
 def _user_path(path: str | Path) -> str:
@@ -101,7 +94,7 @@ def load_solver(
     opts += ["MODEL.ROBUST.ENABLED", bool(robust), "MODEL.ROBUST.SUSPICIOUS", suspicious]
     if threads is not None:
         opts += ["THREADS", str(threads)]
-    cfg = _config_factory(name)(_user_path(config) if config else None, opts)
+    cfg = config_factory(name)(_user_path(config) if config else None, opts)
     workers = apply_thread_policy(cfg.THREADS)
     device = torch.device(device)
     body_model = build_body_model(cfg, device, dtype=dtype)

@@ -108,3 +108,13 @@ def test_a_saved_config_is_the_base_of_file_and_overrides(tmp_path):
         smplx_cfg(saved=(saved, "ckpt"))
     with pytest.raises(ConfigError, match=r"unknown config key TRAIN.OLD_KEY \(ckpt\)"):
         load_config(defaults(), saved=("TRAIN:\n  OLD_KEY: 1\n", "ckpt"))
+
+
+def test_config_factory_gives_each_body_its_config_layer():
+    import pytest
+
+    from lib.core.config import config_factory
+
+    assert config_factory("smpl")().BODY == "smpl" and config_factory("smplx")().BODY == "smplx"
+    with pytest.raises(ValueError, match="body must be 'smpl' or 'smplx'"):
+        config_factory("smplh")

@@ -17,8 +17,7 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from lib.core.smpl.config import get_cfg as smpl_cfg  # noqa: E402
-from lib.core.smplx.config import get_cfg as smplx_cfg  # noqa: E402
+from lib.core.config import config_factory  # noqa: E402
 from lib.data.db import PoseDataset  # noqa: E402
 from lib.engine.build import build_body_model, build_network, build_solver, resolve_db  # noqa: E402
 from lib.engine.evaluator import MESH_CHUNK, twist_error_breakdown  # noqa: E402
@@ -35,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
-    get_cfg = smpl_cfg if args.body == "smpl" else smplx_cfg
+    get_cfg = config_factory(args.body)
     cfg = get_cfg(args.cfg or f"configs/{args.body}/open_eval.yaml", args.opts)
     cpu = torch.device("cpu")
     body_model = build_body_model(cfg, cpu)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,13 @@ def body_defaults(body: str) -> CN:
     cfg.DATA.DB_DIR = f"data/open/{body}/db"
     cfg.MODEL.PRETRAINED = f"data/open/{body}/pretrained_model/model_best.pth.tar"
     return cfg
+
+
+def config_factory(body: str):
+    """The config layer's ``get_cfg`` of a body model ('smpl' or 'smplx'): ``lib.core.<body>.config.get_cfg``."""
+    if body not in ("smpl", "smplx"):
+        raise ValueError(f"body must be 'smpl' or 'smplx', got {body!r}")
+    return importlib.import_module(f"lib.core.{body}.config").get_cfg
 
 
 class ConfigError(ValueError):
