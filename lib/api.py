@@ -25,17 +25,17 @@ from yacs.config import CfgNode
 
 from lib.core.config import config_factory
 from lib.data.user_joints import default_order, load_joint_order, skeleton_bones, to_slots
-from lib.engine.build import build_body_model, build_network, build_solver
+from lib.engine.build import build_body_model, build_inference_network, build_solver
 from lib.engine.threads import apply_thread_policy, map_chunks
 from lib.kinematics.skeleton import root_relative
 from lib.kinematics.tree import KinematicTree
 from lib.models.body_model import BodyModel
-from lib.models.pan import PartAwareNetwork
 from lib.solver.low_latency import MAX_LOW_LATENCY_BATCH, LowLatencySolver
 from lib.solver.pipeline import (
     MAX_MEDIAN_BONE_M,
     SkeletonSolver,
     Solution,
+    TwistNetwork,
     check_skeleton,
     joints_at_origin,
     median_bone_length,
@@ -62,6 +62,7 @@ def load_solver(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     robust: bool = True,
+    mirror_average: bool = True,
     suspicious: str = "warn",
     threads: int | None = None,
 ) -> BodySolver:
@@ -76,6 +77,9 @@ def load_solver(
         config: a YAML config of this body (any key of ``lib/core/config.py``); default: the body's defaults.
         robust: the solver's robust mode for noisy skeletons (``MODEL.ROBUST``, docs/robust.md); False = the
             paper's pipeline exactly.
+        mirror_average: average the network's twists with its reading of the mirrored skeleton
+            (lib/solver/mirror.py; needs a left-right symmetric body model); sets ``MODEL.MIRROR_AVERAGE`` over the
+            config's. False = the paper's MixIK (0.03-0.10 mm more MPVE, 1.6x the throughput at large batches).
         suspicious: robust mode, input joints at the origin or with implausible bones: 'warn' (reported) or 'fill'
             (reported and treated as missing: placed from the rest skeleton).
         threads: worker threads over batch chunks (0 = all cores); default: the config's ``THREADS``. Loading
@@ -92,6 +96,7 @@ def load_solver(
     elif checkpoint != "default":
         opts += ["MODEL.PRETRAINED", _user_path(checkpoint)]
     opts += ["MODEL.ROBUST.ENABLED", bool(robust), "MODEL.ROBUST.SUSPICIOUS", suspicious]
+    opts += ["MODEL.MIRROR_AVERAGE", bool(mirror_average)]
     if threads is not None:
         opts += ["THREADS", str(threads)]
     cfg = config_factory(name)(_user_path(config) if config else None, opts)
@@ -99,7 +104,7 @@ def load_solver(
     device = torch.device(device)
     body_model = build_body_model(cfg, device, dtype=dtype)
     solver = build_solver(cfg, body_model)
-    network = build_network(cfg, device, "MODEL.PRETRAINED").eval() if cfg.MODEL.PRETRAINED else None
+    network = build_inference_network(cfg, body_model)
     return BodySolver(cfg, body_model, solver, network, workers)
 
 
@@ -111,7 +116,7 @@ class BodySolver:
         cfg: CfgNode,
         body_model: BodyModel,
         solver: SkeletonSolver,
-        network: PartAwareNetwork | None = None,
+        network: TwistNetwork | None = None,
         workers: int = 1,
     ):
         self.cfg = cfg

@@ -19,7 +19,7 @@ from tqdm import tqdm  # noqa: E402
 
 from lib.core.config import config_factory  # noqa: E402
 from lib.data.db import PoseDataset  # noqa: E402
-from lib.engine.build import build_body_model, build_network, build_solver, resolve_db  # noqa: E402
+from lib.engine.build import build_body_model, build_inference_network, build_solver, resolve_db  # noqa: E402
 from lib.engine.evaluator import MESH_CHUNK, twist_error_breakdown  # noqa: E402
 from lib.engine.metrics import MeanMeter  # noqa: E402
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu = torch.device("cpu")
     body_model = build_body_model(cfg, cpu)
     solver = build_solver(cfg, body_model)
-    network = build_network(cfg, cpu, "MODEL.PRETRAINED").eval()
+    network = build_inference_network(cfg, body_model)
     db = Path(args.db) if args.db else resolve_db(cfg, "SYNTHETIC", "test")
     data = PoseDataset(db, body=args.body, num_betas=body_model.num_betas)
     count = min(args.samples, len(data))

@@ -79,6 +79,10 @@ _C.MODEL.ROBUST.ENABLED = False  # robust mode for noisy skeletons (docs/robust.
 _C.MODEL.ROBUST.NOISE_MM = -1.0  # joint noise sigma per axis (mm) weighing the shape prior; < 0 = estimated
 _C.MODEL.ROBUST.MAX_ABS_BETA = 5.0  # bound on every solved beta (robust Shape Inverse)
 _C.MODEL.ROBUST.SUSPICIOUS = "warn"  # joints at the origin / bones < 0.5x or > 2x rest: 'warn', or 'fill' as missing
+# Test-time mirror averaging: the PAN's twists are averaged with its reading of the mirrored skeleton (left <-> right;
+# lib/solver/mirror.py). Needs a left-right symmetric body model (checked at start-up); doubles the network's batch.
+# False = the paper's MixIK; the open configs and lib.api.load_solver turn it on (docs/motion_data.md measures it).
+_C.MODEL.MIRROR_AVERAGE = False
 _C.MODEL.MLP = CN()
 _C.MODEL.MLP.EMBED_DIM = 256  # PAN hidden width H (the concat width 2H-256 must equal H: only 256 is valid)
 # PAN inference matrix products: 'float32' (exact) or 'bfloat16' (about 4x faster network on CPUs with native

@@ -27,7 +27,8 @@ from lib.models.body_model import BodyModel
 from lib.models.checkpoint import load_checkpoint, load_pan_weights
 from lib.models.pan import PartAwareNetwork
 from lib.models.skeleton_2_beta import load_skeleton_2_beta, save_skeleton_2_beta
-from lib.solver.pipeline import RobustOptions, SkeletonSolver
+from lib.solver.mirror import MirrorAveragedNetwork
+from lib.solver.pipeline import RobustOptions, SkeletonSolver, TwistNetwork
 from lib.solver.shape_inverse import ShapeInverse, ShapePrior, fit_bone_length_model
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,24 @@ def build_network(cfg: CfgNode, device: torch.device, weights_key: str | None = 
     if weights_key:
         load_pan_weights(network, load_config_checkpoint(cfg, weights_key))
     return network.to(device)
+
+
+def build_inference_network(cfg: CfgNode, body_model: BodyModel) -> TwistNetwork | None:
+    """The twist network evaluation and fitting run: the ``MODEL.PRETRAINED`` PAN in eval mode on the body model's
+    device, averaged with its mirror reading when ``MODEL.MIRROR_AVERAGE`` (lib/solver/mirror.py); None without a
+    checkpoint (AnalyIK only)."""
+    if not cfg.MODEL.PRETRAINED:
+        return None
+    network = build_network(cfg, body_model.v_template.device, "MODEL.PRETRAINED").eval()
+    return mirror_averaged(cfg, network, body_model)
+
+
+def mirror_averaged(cfg: CfgNode, network: PartAwareNetwork, body_model: BodyModel) -> TwistNetwork:
+    """``network`` itself, or wrapped in :class:`MirrorAveragedNetwork` when ``MODEL.MIRROR_AVERAGE`` is on."""
+    if not cfg.MODEL.MIRROR_AVERAGE:
+        return network
+    rest = body_model.rest_joints(body_model.v_template.new_zeros(1, body_model.num_betas))[0]
+    return MirrorAveragedNetwork(network, tree_for(cfg), rest)
 
 
 def resolve_db(cfg: CfgNode, name: str, split: str, progress: bool = True) -> Path:

@@ -58,6 +58,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fps", type=float, default=None, help="frame rate, stored in params.npz")
     parser.add_argument("--model", default=None, help="body model file (default: the open model)")
     parser.add_argument("--checkpoint", default="default", help="PAN checkpoint; 'none' for AnalyIK only")
+    parser.add_argument(
+        "--no-mirror-average",
+        action="store_true",
+        help="the paper's MixIK: the network's twists without averaging them with its reading of the mirrored "
+        "skeleton (MODEL.MIRROR_AVERAGE)",
+    )
     parser.add_argument("--config", default=None, help="a YAML config of this body")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=1024, help="frames solved at once")
@@ -97,6 +103,7 @@ def run(args: argparse.Namespace) -> dict:
         model=args.model,
         checkpoint=None if args.checkpoint == "none" else args.checkpoint,
         config=args.config,
+        mirror_average=not args.no_mirror_average,
         device=args.device,
         threads=args.threads,
     )
@@ -227,6 +234,7 @@ def fit_report(fit: BodyFit, joints_path: Path, args: argparse.Namespace) -> dic
         "input": str(joints_path),
         "body": fit.body,
         "method": fit.method,
+        "mirror_average": fit.method == "mixik" and bool(fit.owner.cfg.MODEL.MIRROR_AVERAGE),
         "frames": len(fit),
         "joint_order": args.joint_order,
         "units": args.units,

@@ -13,7 +13,7 @@ from lib.core.config import resolve_path
 from lib.engine.build import (
     build_body_model,
     build_dataset,
-    build_network,
+    build_inference_network,
     build_solver,
     configure_cudnn,
     seed_everything,
@@ -32,7 +32,7 @@ def evaluate_from_config(cfg: CfgNode) -> dict:
     configure_cudnn(cfg)
     body_model = build_body_model(cfg, device)
     solver = build_solver(cfg, body_model)
-    network = build_network(cfg, device, "MODEL.PRETRAINED") if cfg.MODEL.PRETRAINED else None
+    network = build_inference_network(cfg, body_model)
 
     dataset = build_dataset(cfg, cfg.TRAIN.DATASET_EVAL, "test")
     if cfg.EVAL.MAX_SAMPLES:

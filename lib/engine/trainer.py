@@ -35,6 +35,7 @@ from lib.engine.build import (
     build_network,
     configure_cudnn,
     load_config_checkpoint,
+    mirror_averaged,
     random_states,
     robust_options,
     seed_everything,
@@ -145,6 +146,8 @@ class Trainer:
             cfg, self.device, "TRAIN.PRETRAINED_REGRESSOR" if cfg.TRAIN.PRETRAINED_REGRESSOR else None
         )
         self.model = self.network
+        # validation scores what evaluation will run: with MODEL.MIRROR_AVERAGE, the mirror-averaged twists
+        self.validation_network = mirror_averaged(cfg, self.network, self.body_model)
         if self.dist.enabled:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -308,7 +311,12 @@ class Trainer:
         sums = [0.0, 0.0, 0.0]
         for batch in tqdm(loader, desc=f"val {epoch}", disable=not self.dist.is_main, dynamic_ncols=True):
             out = training_step(
-                self.tree, self.body_model, self.network, self._to_device(batch), self.loss_weights, with_analyik=True
+                self.tree,
+                self.body_model,
+                self.validation_network,
+                self._to_device(batch),
+                self.loss_weights,
+                with_analyik=True,
             )
             sums[0] += out.mixik_mpve.sum().item()
             sums[1] += out.analyik_mpve.sum().item()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from functools import cached_property
 
@@ -174,6 +175,22 @@ class KinematicTree:
     def twist_child(self) -> dict[int, int]:
         """Child whose rest bone is a joint's twist axis: the last child in slot order (as the reference)."""
         return {j: c[-1] for j, c in self.children.items() if c and 0 < j < self.num_pose_joints}
+
+    @cached_property
+    def mirror_slots(self) -> tuple[int, ...]:
+        """The left-right counterpart of every slot (itself on the midline), from ``joint_names``: 'left' and 'right'
+        swapped in the name ('left_elbow' <-> 'right_elbow', 'left_index1' <-> 'right_index1', 'neck' -> 'neck')."""
+        if not self.joint_names:
+            raise ValueError(f"{self.name}: the tree has no joint names to pair left and right slots")
+        index = {name: j for j, name in enumerate(self.joint_names)}
+        swap = {"left": "right", "right": "left"}
+        mirror = []
+        for name in self.joint_names:
+            counterpart = re.sub(r"left|right", lambda m: swap[m.group(0)], name)
+            if counterpart not in index:
+                raise ValueError(f"{self.name}: slot {name!r} has no counterpart {counterpart!r}")
+            mirror.append(index[counterpart])
+        return tuple(mirror)
 
     @cached_property
     def layout_digest(self) -> str:
