@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import sys
@@ -722,3 +723,23 @@ def test_num_betas_pad_and_kid_warning():
     kid = dict(db, beta=np.concatenate([db["beta"], np.full((20, 1), 0.5, np.float32)], 1))
     with pytest.warns(UserWarning, match="DATA.KID_TEMPLATE"):
         assert PoseDataset(kid, body="smpl", num_betas=10)[0]["betas"].shape == (10,)
+
+
+def test_synthetic_test_seed_draws_another_test_db(tmp_path):
+    """DATA.SYNTHETIC_TEST_SEED: its default is the project's test db; another seed writes another draw."""
+    from lib.core.smpl.config import get_cfg
+    from lib.data.synthetic import DEFAULT_SEEDS
+    from lib.engine.build import resolve_db
+
+    opts = ["DATA.SYNTHETIC_TEST_SIZE", 16]
+    default = get_cfg(opts=opts + ["DATA.DB_DIR", str(tmp_path / "a")])
+    assert default.DATA.SYNTHETIC_TEST_SEED == DEFAULT_SEEDS["test"]
+    other = get_cfg(opts=opts + ["DATA.DB_DIR", str(tmp_path / "b"), "DATA.SYNTHETIC_TEST_SEED", 17])
+    names_a = load_db(resolve_db(default, "SYNTHETIC", "test", progress=False), "smpl")["vid_name"]
+    db_b = load_db(resolve_db(other, "SYNTHETIC", "test", progress=False), "smpl")
+    assert all(str(n).startswith("synthetic_smpl_test_s2") for n in names_a)
+    assert all(str(n).startswith("synthetic_smpl_test_s17") for n in db_b["vid_name"])
+    assert json.loads((tmp_path / "b" / "synthetic_test_db.json").read_text())["seed"] == 17
+    # the validation and train dbs keep their own seeds
+    val = load_db(resolve_db(other, "SYNTHETIC", "val", progress=False), "smpl")["vid_name"]
+    assert all(str(n).startswith("synthetic_smpl_val_s3") for n in val)

@@ -39,6 +39,9 @@ _C.DATA.SKELETON_2_BETA = ""  # skeleton_2_beta .npz (['lr'].item()['A1']); empt
 _C.DATA.DB_DIR = ""  # directory of <name>_<set>_db.pt databases
 _C.DATA.SYNTHETIC_TRAIN_SIZE = 100000  # samples in a generated synthetic train db
 _C.DATA.SYNTHETIC_TEST_SIZE = 10000  # samples in a generated synthetic test db
+# seed of the generated synthetic test db: 2 is the project's test db; another seed is another draw of the sampler
+# (give it its own DATA.DB_DIR: a db of another seed in the same directory is regenerated over it)
+_C.DATA.SYNTHETIC_TEST_SEED = 2
 # samples in the generated synthetic validation db (its own seed): training selects checkpoints and lowers its
 # learning rate on it when TRAIN.DATASET_EVAL is SYNTHETIC, so the test db stays unseen until evaluation
 _C.DATA.SYNTHETIC_VAL_SIZE = 2048

@@ -215,8 +215,9 @@ def resolve_db(cfg: CfgNode, name: str, split: str, progress: bool = True) -> Pa
             "test": cfg.DATA.SYNTHETIC_TEST_SIZE,
             "val": cfg.DATA.SYNTHETIC_VAL_SIZE,
         }[split]
+        seed = cfg.DATA.SYNTHETIC_TEST_SEED if split == "test" else None  # None: the split's default seed
         return ensure_synthetic_db(
-            cfg.BODY, split, db_dir, resolve_path(cfg.DATA.BODY_MODEL), int(size), progress=progress
+            cfg.BODY, split, db_dir, resolve_path(cfg.DATA.BODY_MODEL), int(size), seed, progress=progress
         )
     return db_path(db_dir, name, split)
 

@@ -67,7 +67,6 @@ class MirrorAveragedNetwork(nn.Module):
             raise ValueError(f"{tree.name}: the parts' twist joints are not closed under left <-> right")
         self.network = network
         self.tree = tree
-        self.num_pose_joints = tree.num_pose_joints
         self.register_buffer("pose_mirror", torch.tensor(mirror[: tree.num_pose_joints]), persistent=False)
         self.part_slots = [list(part.twist_joints) for part in tree.parts]
         self.train(bool(getattr(network, "training", False)))  # the mode of the network it wraps
